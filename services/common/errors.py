@@ -1,0 +1,83 @@
+"""The one error hierarchy of Healing Guard.
+
+Domain code raises these; it never imports gRPC. One interceptor in
+`services.common.server` turns each into a gRPC status with rich details
+(see `services.common.status`). Messages say what was expected and what was got,
+and name the field, so a caller can fix the request without reading our code.
+"""
+
+from __future__ import annotations
+
+
+class HealingGuardError(Exception):
+    """Base of every error the services answer with on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(HealingGuardError):
+    """A request field is malformed or out of range (INVALID_ARGUMENT + BadRequest)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.description = message
+
+
+class NotFound(HealingGuardError):
+    """The named resource does not exist (NOT_FOUND + ResourceInfo)."""
+
+    def __init__(self, resource_type: str, name: str, message: str | None = None) -> None:
+        super().__init__(message or f"{resource_type} {name!r} not found")
+        self.resource_type = resource_type
+        self.name = name
+
+
+class AlreadyExists(HealingGuardError):
+    """Creating something that is already there (ALREADY_EXISTS)."""
+
+    def __init__(self, resource_type: str, name: str, message: str | None = None) -> None:
+        super().__init__(message or f"{resource_type} {name!r} already exists")
+        self.resource_type = resource_type
+        self.name = name
+
+
+class FailedPrecondition(HealingGuardError):
+    """The system is not in a state that allows this request (FAILED_PRECONDITION)."""
+
+    def __init__(self, message: str, reason: str = "FAILED_PRECONDITION") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NotLeader(FailedPrecondition):
+    """Leader-only work asked of a follower; carries where the leader is."""
+
+    def __init__(self, leader_id: str, leader_address: str) -> None:
+        where = f"{leader_id} at {leader_address}" if leader_address else "not elected yet"
+        super().__init__(f"this replica is not the leader; leader is {where}", reason="NOT_LEADER")
+        self.leader_id = leader_id
+        self.leader_address = leader_address
+
+
+class Unauthenticated(HealingGuardError):
+    """No credentials, or credentials that do not verify (UNAUTHENTICATED)."""
+
+
+class PermissionDenied(HealingGuardError):
+    """Authenticated, but this principal may not do this (PERMISSION_DENIED)."""
+
+
+class QuotaExceeded(HealingGuardError):
+    """A quota is spent (RESOURCE_EXHAUSTED + RetryInfo + QuotaFailure)."""
+
+    def __init__(self, subject: str, message: str, retry_after_seconds: float) -> None:
+        super().__init__(message)
+        self.subject = subject
+        self.retry_after_seconds = retry_after_seconds
+
+
+class Unavailable(HealingGuardError):
+    """A dependency is down; the call may succeed if retried (UNAVAILABLE)."""
