@@ -7,7 +7,9 @@ gateway does, in request order:
 
 1. TLS with a *required* client certificate signed by the dev CA, ALPN h2 only.
 2. `header_mutation` drops any client-sent `x-hg-tenant`, so only the verified claim
-   can ever pick a rate-limit bucket (jwt_authn overwrites it only on JWT paths).
+   can ever pick a rate-limit bucket. (Envoy 1.40's jwt_authn was seen to clear its
+   claim_to_headers names itself, on open paths too; this keeps that guarantee explicit
+   and independent of the filter's version.)
 3. `jwt_authn`: every path needs a valid JWT (issuer/audience "healing-guard", local
    JWKS) except gRPC health and server reflection, which stay open so operators can
    `grpcurl list` and check health. The token is forwarded: services re-verify it
