@@ -53,6 +53,9 @@ from services.planner.policy import Policy, parse_action, parse_failure_class
 log = logging.getLogger(__name__)
 
 MAX_EVIDENCE_LINES = 3
+# Actions worth repeating within one plan when attempts are left: they re-run unchanged.
+# (A cache cleared, a limit raised or a test quarantined once is done.)
+REPEATABLE_ACTIONS: frozenset[ActionKind] = frozenset({ActionKind.RETRY, ActionKind.RETRY_ON_FRESH_RUNNER})
 MAX_EVIDENCE_CHARS = 200
 
 
@@ -301,20 +304,29 @@ def _build_chain(
     # human fixes the bug.
     ordered = sorted(candidates, key=lambda c: c.kind is not ActionKind.ROLLBACK) \
         if request.failure_class in GENUINE_BREAKS else list(candidates)
-    for cand in ordered:
+    # Each distinct action once, best first; attempts left over go to repeating the
+    # plain retries (a flaky test often passes on the second re-run).
+    repeats = [c for c in ordered if c.kind in REPEATABLE_ACTIONS]
+    sequence = ordered + repeats * max(policy.max_attempts - request.attempt, 0)
+    planned: set[ActionKind] = set()
+
+    def refuse(kind: ActionKind, reason: str) -> None:
+        if kind not in planned:  # a repeat that does not fit is not worth mentioning
+            not_planned.setdefault(kind.name, reason)
+
+    for cand in sequence:
         reason = why_not_allowed(cand.kind, _context(request, policy, attempt), model)
         if reason:
-            not_planned[cand.kind.name] = reason
+            refuse(cand.kind, reason)
             continue
         if minutes + cand.cost.runner_minutes > policy.budget_minutes + 1e-9:
-            not_planned[cand.kind.name] = (
-                f"over budget: {minutes + cand.cost.runner_minutes:.1f} runner-minutes "
-                f"> {policy.budget_minutes:g} allowed"
-            )
+            refuse(cand.kind, f"over budget: {minutes + cand.cost.runner_minutes:.1f} runner-minutes "
+                              f"> {policy.budget_minutes:g} allowed")
             continue
         if usd + cand.cost.usd > policy.budget_usd + 1e-9:
-            not_planned[cand.kind.name] = f"over budget: ${usd + cand.cost.usd:.2f} > ${policy.budget_usd:g} allowed"
+            refuse(cand.kind, f"over budget: ${usd + cand.cost.usd:.2f} > ${policy.budget_usd:g} allowed")
             continue
+        planned.add(cand.kind)
         minutes += cand.cost.runner_minutes
         usd += cand.cost.usd
         step_attempt = attempt + 1 if cand.kind in RERUN_ACTIONS else attempt

@@ -94,13 +94,16 @@ def test_exploration_sometimes_tries_the_second_choice_but_mostly_the_first():
 def test_plan_respects_attempts_budget_and_preconditions():
     flaky = default_policies()[F.FLAKY_TEST]
     no_name = plan(request(F.FLAKY_TEST, flaky_test=None), dataclasses.replace(flaky, exploration=False))
-    assert kinds(no_name) == [A.RETRY, A.ESCALATE]
+    assert kinds(no_name) == [A.RETRY, A.RETRY, A.ESCALATE]  # the spare attempt retries again
     assert "flaky evidence" in no_name.not_planned["QUARANTINE_TEST"]
+    assert [a.attempt for a in no_name.actions[:2]] == [1, 2]
+    assert no_name.actions[0].idempotency_key != no_name.actions[1].idempotency_key
     named = plan(request(F.FLAKY_TEST, flaky_test="test_checkout"), dataclasses.replace(flaky, exploration=False))
     assert kinds(named) == [A.RETRY, A.QUARANTINE_TEST, A.ESCALATE]
     assert named.actions[1].parameters == {"test_name": "test_checkout"}
     last = plan(request(F.FLAKY_TEST, attempt=1, flaky_test="t"), dataclasses.replace(flaky, exploration=False))
     assert len(last.actions) == 2  # one attempt left
+    assert last.actions[0].attempt == 2
     spent = plan(request(F.FLAKY_TEST, attempt=2))
     assert kinds(spent) == [A.ESCALATE] and "at most 2" in spent.escalation_reason
     tight = dataclasses.replace(default_policies()[F.NETWORK], budget_minutes=5.0)
