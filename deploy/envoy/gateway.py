@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from deploy.pki.make_pki import PkiPaths
 from services.common.errors import InvalidArgument
 
 SERVICE_NAMES: tuple[str, ...] = ("detector", "predictor", "planner", "tenancy", "audit", "coordinator")
@@ -99,9 +100,11 @@ class GatewaySpec:
     listen_port: int = 8443
     admin_port: int = 9901
     otlp: Endpoint | None = None
-    tenant_rate_limit: TokenBucket = TokenBucket(max_tokens=200, tokens_per_fill=100, fill_interval_seconds=1.0)
+    tenant_rate_limit: TokenBucket = TokenBucket(max_tokens=200, tokens_per_fill=100,
+                                                 fill_interval_seconds=1.0)
     # Shared by requests that carry no tenant: health and reflection (no JWT needed there).
-    open_rate_limit: TokenBucket = TokenBucket(max_tokens=1000, tokens_per_fill=500, fill_interval_seconds=1.0)
+    open_rate_limit: TokenBucket = TokenBucket(max_tokens=1000, tokens_per_fill=500,
+                                               fill_interval_seconds=1.0)
     max_tenants: int = 10_000
     service_suffix: str = "healing-guard.local"
     issuer: str = "healing-guard"
@@ -387,7 +390,8 @@ def _bucket(name: str, value: Any, default: TokenBucket) -> TokenBucket:
     if value is None:
         return default
     if not isinstance(value, Mapping):
-        raise InvalidArgument(name, "must be an object with max_tokens, tokens_per_fill, fill_interval_seconds")
+        raise InvalidArgument(name,
+                              "must be an object with max_tokens, tokens_per_fill, fill_interval_seconds")
     try:
         return TokenBucket(int(value["max_tokens"]), int(value["tokens_per_fill"]),
                            float(value["fill_interval_seconds"]))
@@ -422,7 +426,8 @@ def spec_from_json(data: Mapping[str, Any], base_dir: Path | None = None) -> Gat
         listen_port=int(data.get("listen_port", defaults.listen_port)),
         admin_port=int(data.get("admin_port", defaults.admin_port)),
         otlp=None if otlp is None else _endpoint("otlp", otlp),
-        tenant_rate_limit=_bucket("tenant_rate_limit", data.get("tenant_rate_limit"), defaults.tenant_rate_limit),
+        tenant_rate_limit=_bucket("tenant_rate_limit", data.get("tenant_rate_limit"),
+                                  defaults.tenant_rate_limit),
         open_rate_limit=_bucket("open_rate_limit", data.get("open_rate_limit"), defaults.open_rate_limit),
         max_tenants=int(data.get("max_tenants", defaults.max_tenants)),
         service_suffix=str(data.get("service_suffix", defaults.service_suffix)),
@@ -433,6 +438,16 @@ def spec_from_json(data: Mapping[str, Any], base_dir: Path | None = None) -> Gat
     )
     spec.validate()
     return spec
+
+
+def spec_for_pki(pki: PkiPaths, upstreams: Mapping[str, tuple[str, int]], **options: Any) -> GatewaySpec:
+    """A spec using make_pki's files (dev CA, gateway cert/key, jwks.json); `options` are
+    any other GatewaySpec fields (listen_port, admin_port, otlp, tenant_rate_limit...)."""
+    otlp = options.pop("otlp", None)
+    return GatewaySpec(
+        upstreams={name: Endpoint(*endpoint) for name, endpoint in upstreams.items()},
+        ca_path=pki.ca, cert_path=pki.cert("gateway"), key_path=pki.key("gateway"), jwks_path=pki.jwks,
+        otlp=None if otlp is None else Endpoint(*otlp), **options)
 
 
 def write_gateway_config(spec: GatewaySpec, out: Path) -> Path:

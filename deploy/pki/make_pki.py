@@ -205,14 +205,16 @@ def _leaf_fits(cert_path: Path, key_path: Path, ca_cert: x509.Certificate) -> bo
     return cert.public_key() == key.public_key()
 
 
-def _load_or_make_ca(paths: PkiPaths, force: bool) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey, bool]:
+def _load_or_make_ca(paths: PkiPaths, force: bool,
+                     ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey, bool]:
     """The CA, and whether it is new (then every leaf must be remade)."""
     if not force and paths.ca.exists() and paths.ca_key.exists():
         try:
             cert = x509.load_pem_x509_certificate(paths.ca.read_bytes())
             key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
             fresh = cert.not_valid_after_utc - RENEW_BEFORE > dt.datetime.now(dt.UTC)
-            if fresh and isinstance(key, ec.EllipticCurvePrivateKey) and cert.public_key() == key.public_key():
+            if fresh and isinstance(key, ec.EllipticCurvePrivateKey) \
+                    and cert.public_key() == key.public_key():
                 return cert, key, False
         except ValueError:
             pass
@@ -294,7 +296,8 @@ def make_foreign_client(out_dir: Path, client_name: str = "operator",
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.pki.make_pki", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR, help=f"output folder (default {DEFAULT_OUT_DIR})")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR,
+                        help=f"output folder (default {DEFAULT_OUT_DIR})")
     parser.add_argument("--force", action="store_true", help="remake every key and certificate")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")

@@ -27,7 +27,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="a role to grant; repeat for several")
     parser.add_argument("--subject", default="operator", help="who the token is for (default: operator)")
     parser.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
-    parser.add_argument("--pki", type=Path, default=DEFAULT_OUT_DIR, help=f"PKI folder (default {DEFAULT_OUT_DIR})")
+    parser.add_argument("--pki", type=Path, default=DEFAULT_OUT_DIR,
+                        help=f"PKI folder (default {DEFAULT_OUT_DIR})")
     parser.add_argument("--issuer", default=DEFAULT_ISSUER, help=argparse.SUPPRESS)
     parser.add_argument("--audience", default=DEFAULT_AUDIENCE, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print token, token_id and expires_at as JSON")
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mint_token: {error}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps({"token": issued.token, "token_id": issued.token_id, "expires_at": issued.expires_at}))
+        print(json.dumps({"token": issued.token, "token_id": issued.token_id,
+                          "expires_at": issued.expires_at}))
     else:
         print(issued.token)
     return 0

@@ -308,7 +308,8 @@ class TokenVerifier:
         algorithm = header.get("alg")
         allowed = sorted({key.algorithm for key in self._keys.values()})
         if not isinstance(algorithm, str) or algorithm not in allowed:
-            raise Unauthenticated(f"token algorithm {algorithm} is not allowed; expected {', '.join(allowed)}")
+            raise Unauthenticated(
+                f"token algorithm {algorithm} is not allowed; expected {', '.join(allowed)}")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise Unauthenticated("token has no key id (kid) in its header")
@@ -341,17 +342,14 @@ class TokenVerifier:
 
     def _principal(self, claims: Mapping[str, Any], now: float) -> Principal:
         # Time checks done here (not by PyJWT) so the message can say when.
-        times = {name: claims.get(name) for name in ("exp", "nbf", "iat")}
-        for name, value in times.items():
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise Unauthenticated(f"token claim {name!r} must be a number (seconds since the epoch)")
+        expires, not_before, issued = (_seconds_claim(claims, name) for name in ("exp", "nbf", "iat"))
         leeway = self.leeway_seconds
-        if now > times["exp"] + leeway:  # type: ignore[operator]
-            raise Unauthenticated(f"token expired at {_utc(times['exp'])}")  # type: ignore[arg-type]
-        if now + leeway < times["nbf"]:  # type: ignore[operator]
-            raise Unauthenticated(f"token is not valid before {_utc(times['nbf'])}")  # type: ignore[arg-type]
-        if now + leeway < times["iat"]:  # type: ignore[operator]
-            raise Unauthenticated(f"token was issued in the future ({_utc(times['iat'])})")  # type: ignore[arg-type]
+        if now > expires + leeway:
+            raise Unauthenticated(f"token expired at {_utc(expires)}")
+        if now + leeway < not_before:
+            raise Unauthenticated(f"token is not valid before {_utc(not_before)}")
+        if now + leeway < issued:
+            raise Unauthenticated(f"token was issued in the future ({_utc(issued)})")
         subject, tenant, jti = claims.get("sub"), claims.get("tenant"), claims.get("jti")
         if not isinstance(subject, str) or not subject:
             raise Unauthenticated("token claim 'sub' must be a non-empty string")
@@ -369,4 +367,11 @@ class TokenVerifier:
         unknown = sorted(set(roles) - ROLE_NAMES)
         if unknown:
             raise Unauthenticated(f"token role {unknown[0][:32]!r} is unknown; allowed: {sorted(ROLE_NAMES)}")
-        return Principal(subject, tenant, frozenset(roles), jti, float(times["exp"]))  # type: ignore[arg-type]
+        return Principal(subject, tenant, frozenset(roles), jti, expires)
+
+
+def _seconds_claim(claims: Mapping[str, Any], name: str) -> float:
+    value = claims.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Unauthenticated(f"token claim {name!r} must be a number (seconds since the epoch)")
+    return float(value)

@@ -17,6 +17,7 @@ from deploy.envoy.gateway import (
     GatewaySpec,
     TokenBucket,
     render_gateway_config,
+    spec_for_pki,
     spec_from_json,
 )
 from deploy.pki.make_pki import PkiPaths
@@ -33,10 +34,8 @@ def base_id() -> int:
 
 
 def make_spec(pki: PkiPaths, otlp: Endpoint | None = None, **overrides: Any) -> GatewaySpec:
-    upstreams = {name: Endpoint("127.0.0.1", 50051 + i) for i, name in enumerate(SERVICE_NAMES)}
-    return GatewaySpec(upstreams=upstreams, ca_path=pki.ca, cert_path=pki.cert("gateway"),
-                       key_path=pki.key("gateway"), jwks_path=pki.jwks, listen_port=18443, admin_port=19901,
-                       otlp=otlp, **overrides)
+    upstreams = {name: ("127.0.0.1", 50051 + i) for i, name in enumerate(SERVICE_NAMES)}
+    return spec_for_pki(pki, upstreams, listen_port=18443, admin_port=19901, otlp=otlp, **overrides)
 
 
 def validate(config: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -98,7 +97,8 @@ def test_one_cluster_per_service_plus_otel_when_configured(pki: PkiPaths) -> Non
     assert sorted(c["name"] for c in plain["static_resources"]["clusters"]) == sorted(SERVICE_NAMES)
     assert "tracing" not in hcm(plain)
     traced = render_gateway_config(make_spec(pki, otlp=Endpoint("127.0.0.1", 4317)))
-    assert sorted(c["name"] for c in traced["static_resources"]["clusters"]) == sorted([*SERVICE_NAMES, "otel"])
+    traced_names = sorted(c["name"] for c in traced["static_resources"]["clusters"])
+    assert traced_names == sorted([*SERVICE_NAMES, "otel"])
     provider = hcm(traced)["tracing"]["provider"]
     assert provider["name"] == "envoy.tracers.opentelemetry"
     assert provider["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] == "otel"
@@ -177,7 +177,8 @@ def test_routes(pki: PkiPaths) -> None:
             assert route_for(config, prefix + "Method", {"x-hg-service": service}) == service
     for prefix in OPEN_PREFIXES:
         assert route_for(config, prefix + "Method") == "coordinator"
-    assert route_for(config, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo") == "coordinator"
+    reflection = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+    assert route_for(config, reflection) == "coordinator"
     assert route_for(config, "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
                      {"x-hg-service": "audit"}) == "audit"
     assert route_for(config, "/healing_guard.billing.v1.X/Y") is None
@@ -209,7 +210,8 @@ def test_missing_service_is_named(pki: PkiPaths) -> None:
 
 
 def test_cli_renders_a_spec_file(pki: PkiPaths, tmp_path: Path) -> None:
-    spec = {"pki_dir": str(pki.out_dir), "listen_port": 18443, "admin_port": 19901, "otlp": ["127.0.0.1", 4317],
+    spec = {"pki_dir": str(pki.out_dir), "listen_port": 18443, "admin_port": 19901,
+            "otlp": ["127.0.0.1", 4317],
             "tenant_rate_limit": {"max_tokens": 5, "tokens_per_fill": 5, "fill_interval_seconds": 1},
             "upstreams": {name: ["127.0.0.1", 50051 + i] for i, name in enumerate(SERVICE_NAMES)}}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
