@@ -1,0 +1,169 @@
+"""Audit entries and their canonical bytes — what a leaf hash covers.
+
+The canonical serialisation (version 1) is length-prefixed binary, so there is no
+escaping or key-order question for an outside verifier to get wrong:
+
+    canonical = "hg-audit-entry/v1"           17 ASCII bytes, no length prefix
+             || field(kind)                   ASCII, one of ENTRY_KINDS
+             || field(tenant_id)              UTF-8
+             || field(subject)                UTF-8 (what the entry is about, e.g. "failure/42")
+             || uint64_be(time_us)            microseconds since the Unix epoch, UTC
+             || field(payload_encoding)       "plain" or "aes-256-gcm"
+             || field(payload_digest)         SHA-256 of the stored payload bytes (32 bytes)
+             || field(payload)                the stored payload bytes
+    field(x)  = uint32_be(len(x)) || x
+    leaf hash = SHA-256(0x00 || canonical)    (RFC 9162)
+
+"Stored payload bytes" are the plaintext for `plain` and, for `aes-256-gcm`,
+nonce (12 bytes) || ciphertext || tag (16 bytes) as produced by
+`services.audit.shredding.seal`: the leaf covers the ciphertext, so the tree still
+verifies after the subject's data key is destroyed. The digest is of the stored bytes
+(never of the plaintext), so an erased payload leaves no guessable hash behind.
+
+Limits: payload at most 64 KiB (65536 bytes) before encryption; tenant_id 1..128
+bytes; subject 1..256 bytes; time_us >= 0.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import struct
+from dataclasses import dataclass, field
+
+from services.audit.merkle import leaf_hash
+from services.common.errors import InvalidArgument
+
+CANONICAL_MAGIC = b"hg-audit-entry/v1"
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_TENANT_BYTES = 128
+MAX_SUBJECT_BYTES = 256
+PLAIN = "plain"
+AES_256_GCM = "aes-256-gcm"
+PAYLOAD_ENCODINGS = (PLAIN, AES_256_GCM)
+
+
+class EntryKind(enum.StrEnum):
+    DIAGNOSIS = "DIAGNOSIS"
+    PLAN = "PLAN"
+    ACTION = "ACTION"
+    OUTCOME = "OUTCOME"
+    TOKEN_ISSUED = "TOKEN_ISSUED"
+    TOKEN_REVOKED = "TOKEN_REVOKED"
+    ADMIN_CHANGE = "ADMIN_CHANGE"
+    SECURITY_EVENT = "SECURITY_EVENT"
+    ERASURE = "ERASURE"
+    QUOTA = "QUOTA"
+
+
+ENTRY_KINDS = tuple(kind.value for kind in EntryKind)
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """What a caller asks to record (AppendRequest.entries); the log adds the time."""
+
+    kind: str
+    tenant_id: str
+    subject: str
+    payload: bytes
+    sensitive: bool = False  # encrypt under the subject's data key, so it can be erased
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry as the leaf hash covers it (payload is the stored, maybe sealed, bytes)."""
+
+    kind: EntryKind
+    tenant_id: str
+    subject: str
+    time_us: int
+    payload_encoding: str
+    payload: bytes
+    # Storage detail, not covered by the leaf: which data key sealed the payload.
+    data_key_id: int | None = field(default=None, compare=False)
+
+    @property
+    def payload_digest(self) -> bytes:
+        return hashlib.sha256(self.payload).digest()
+
+    def canonical(self) -> bytes:
+        return canonical_bytes(self)
+
+    def leaf_hash(self) -> bytes:
+        return leaf_hash(canonical_bytes(self))
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """An entry at its place in the log."""
+
+    index: int
+    entry: Entry
+    leaf_hash: bytes
+    erased: bool  # sealed under a data key that has been destroyed
+
+
+def _field(value: bytes) -> bytes:
+    return struct.pack(">I", len(value)) + value
+
+
+def canonical_bytes(entry: Entry) -> bytes:
+    return b"".join(
+        (
+            CANONICAL_MAGIC,
+            _field(entry.kind.value.encode("ascii")),
+            _field(entry.tenant_id.encode("utf-8")),
+            _field(entry.subject.encode("utf-8")),
+            struct.pack(">Q", entry.time_us),
+            _field(entry.payload_encoding.encode("ascii")),
+            _field(hashlib.sha256(entry.payload).digest()),
+            _field(entry.payload),
+        )
+    )
+
+
+def parse_kind(kind: str) -> EntryKind:
+    try:
+        return EntryKind(kind)
+    except ValueError:
+        raise InvalidArgument("kind", f"kind {kind!r} is not one of {', '.join(ENTRY_KINDS)}") from None
+
+
+def validate_new_entry(new: NewEntry, position: int | None = None) -> EntryKind:
+    """Check a requested entry; returns its kind. Field names carry the batch position."""
+    prefix = f"entries[{position}]." if position is not None else ""
+    try:
+        kind = parse_kind(new.kind)
+    except InvalidArgument as err:
+        raise InvalidArgument(prefix + "kind", err.description) from None
+    _check_text(prefix + "tenant_id", new.tenant_id, MAX_TENANT_BYTES)
+    _check_text(prefix + "subject", new.subject, MAX_SUBJECT_BYTES)
+    if len(new.payload) > MAX_PAYLOAD_BYTES:
+        raise InvalidArgument(
+            prefix + "payload",
+            f"payload is {len(new.payload)} bytes; at most {MAX_PAYLOAD_BYTES} (64 KiB) are allowed",
+        )
+    return kind
+
+
+def validate_entry(entry: Entry) -> None:
+    """Check an entry about to be stored (time and encoding are set by the log itself)."""
+    _check_text("tenant_id", entry.tenant_id, MAX_TENANT_BYTES)
+    _check_text("subject", entry.subject, MAX_SUBJECT_BYTES)
+    if entry.time_us < 0 or entry.time_us >= 1 << 63:
+        raise InvalidArgument("time_us", f"time_us {entry.time_us} must be between 0 and 2**63-1")
+    if entry.payload_encoding not in PAYLOAD_ENCODINGS:
+        raise InvalidArgument("payload_encoding", f"payload_encoding {entry.payload_encoding!r} is not one of {PAYLOAD_ENCODINGS}")
+    # Sealing adds a 12-byte nonce and a 16-byte tag.
+    limit = MAX_PAYLOAD_BYTES + (28 if entry.payload_encoding == AES_256_GCM else 0)
+    if len(entry.payload) > limit:
+        raise InvalidArgument("payload", f"payload is {len(entry.payload)} bytes; at most {limit} are allowed")
+
+
+def _check_text(name: str, value: str, limit: int) -> None:
+    size = len(value.encode("utf-8"))
+    if size == 0:
+        raise InvalidArgument(name, f"{name} must not be empty")
+    if size > limit:
+        raise InvalidArgument(name, f"{name} is {size} bytes; at most {limit} are allowed")
