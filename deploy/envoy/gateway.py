@@ -32,7 +32,7 @@ import argparse
 import ipaddress
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -66,6 +66,17 @@ class Endpoint(NamedTuple):
     port: int
 
 
+# One service's upstream: a (host, port) or several (replicas, e.g. coordinators).
+Upstream = tuple[str, int] | Sequence[tuple[str, int]]
+
+
+def upstream_endpoints(upstream: Upstream) -> tuple[Endpoint, ...]:
+    """The endpoints of one upstream, whichever form it was given in."""
+    if len(upstream) == 2 and isinstance(upstream[0], str):
+        return (Endpoint(upstream[0], upstream[1]),)  # type: ignore[arg-type]
+    return tuple(Endpoint(*endpoint) for endpoint in upstream)  # type: ignore[misc]
+
+
 @dataclass(frozen=True)
 class TokenBucket:
     max_tokens: int
@@ -89,17 +100,21 @@ class TokenBucket:
 
 @dataclass(frozen=True)
 class GatewaySpec:
-    """Everything that varies between gateway deployments."""
+    """Everything that varies between gateway deployments.
 
-    upstreams: Mapping[str, Endpoint]
-    ca_path: Path
-    cert_path: Path
-    key_path: Path
+    `upstreams` maps each of the six services to (host, port) or to a list of them.
+    `ca` is the dev CA (checks clients and upstreams); `cert`/`key` the gateway's own.
+    """
+
+    upstreams: Mapping[str, Upstream]
+    ca: Path
+    cert: Path
+    key: Path
     jwks_path: Path
     listen_host: str = "127.0.0.1"
     listen_port: int = 8443
     admin_port: int = 9901
-    otlp: Endpoint | None = None
+    otlp_endpoint: tuple[str, int] | None = None
     tenant_rate_limit: TokenBucket = TokenBucket(max_tokens=200, tokens_per_fill=100,
                                                  fill_interval_seconds=1.0)
     # Shared by requests that carry no tenant: health and reflection (no JWT needed there).
@@ -122,10 +137,18 @@ class GatewaySpec:
                 f"missing {', '.join(missing)}" if missing else "",
                 f"unknown {', '.join(unknown)}" if unknown else "") if part)
             raise InvalidArgument("upstreams", f"need exactly {', '.join(SERVICE_NAMES)}: {detail}")
-        for name, endpoint in self.upstreams.items():
-            _check_endpoint(f"upstreams.{name}", endpoint)
-        if self.otlp is not None:
-            _check_endpoint("otlp", self.otlp)
+        for name, upstream in self.upstreams.items():
+            try:
+                endpoints = upstream_endpoints(upstream)
+            except TypeError:
+                raise InvalidArgument(f"upstreams.{name}", f"must be (host, port) or a list of them, "
+                                                           f"got {upstream!r}") from None
+            if not endpoints:
+                raise InvalidArgument(f"upstreams.{name}", "needs at least one (host, port)")
+            for endpoint in endpoints:
+                _check_endpoint(f"upstreams.{name}", endpoint)
+        if self.otlp_endpoint is not None:
+            _check_endpoint("otlp_endpoint", Endpoint(*self.otlp_endpoint))
         for name, port in (("listen_port", self.listen_port), ("admin_port", self.admin_port)):
             if not 1 <= port <= 65535:
                 raise InvalidArgument(name, f"must be 1..65535, got {port}")
@@ -144,10 +167,11 @@ class GatewaySpec:
 
 
 def _check_endpoint(name: str, endpoint: Endpoint) -> None:
-    if not endpoint.host:
+    if not isinstance(endpoint.host, str) or not endpoint.host:
         raise InvalidArgument(f"{name}.host", "must not be empty")
-    if not 1 <= endpoint.port <= 65535:
-        raise InvalidArgument(f"{name}.port", f"must be 1..65535, got {endpoint.port}")
+    port = endpoint.port
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise InvalidArgument(f"{name}.port", f"must be 1..65535, got {port!r}")
 
 
 def _duration(seconds: float) -> str:
@@ -166,13 +190,13 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _load_assignment(name: str, endpoint: Endpoint) -> dict[str, Any]:
+def _load_assignment(name: str, endpoints: Sequence[Endpoint]) -> dict[str, Any]:
     return {"cluster_name": name, "endpoints": [{"lb_endpoints": [
-        {"endpoint": {"address": _socket_address(endpoint.host, endpoint.port)}}]}]}
+        {"endpoint": {"address": _socket_address(endpoint.host, endpoint.port)}} for endpoint in endpoints]}]}
 
 
-def _discovery(endpoint: Endpoint) -> dict[str, Any]:
-    if _is_ip(endpoint.host):
+def _discovery(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
+    if all(_is_ip(endpoint.host) for endpoint in endpoints):
         return {"type": "STATIC"}
     return {"type": "STRICT_DNS", "dns_lookup_family": "V4_PREFERRED"}
 
@@ -188,19 +212,19 @@ def _http2_cluster_options(keepalive: bool) -> dict[str, Any]:
 
 
 def _tls_certificate(spec: GatewaySpec) -> dict[str, Any]:
-    return {"certificate_chain": {"filename": str(spec.cert_path)},
-            "private_key": {"filename": str(spec.key_path)}}
+    return {"certificate_chain": {"filename": str(spec.cert)},
+            "private_key": {"filename": str(spec.key)}}
 
 
 def _service_cluster(spec: GatewaySpec, service: str) -> dict[str, Any]:
-    endpoint = spec.upstreams[service]
+    endpoints = upstream_endpoints(spec.upstreams[service])
     interval = _duration(spec.health_check_interval_seconds)
     return {
         "name": service,
-        **_discovery(endpoint),
+        **_discovery(endpoints),
         "connect_timeout": _duration(spec.connect_timeout_seconds),
         "lb_policy": "ROUND_ROBIN",
-        "load_assignment": _load_assignment(service, endpoint),
+        "load_assignment": _load_assignment(service, endpoints),
         "typed_extension_protocol_options": _http2_cluster_options(keepalive=True),
         "transport_socket": {"name": _TLS, "typed_config": {
             "@type": _TYPE + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
@@ -208,7 +232,7 @@ def _service_cluster(spec: GatewaySpec, service: str) -> dict[str, Any]:
             "common_tls_context": {
                 "tls_certificates": [_tls_certificate(spec)],
                 "validation_context": {
-                    "trusted_ca": {"filename": str(spec.ca_path)},
+                    "trusted_ca": {"filename": str(spec.ca)},
                     "match_typed_subject_alt_names": [
                         {"san_type": "DNS", "matcher": {"exact": spec.identity(service)}}],
                 },
@@ -228,10 +252,10 @@ def _service_cluster(spec: GatewaySpec, service: str) -> dict[str, Any]:
 def _otel_cluster(endpoint: Endpoint) -> dict[str, Any]:
     return {
         "name": OTEL_CLUSTER,
-        **_discovery(endpoint),
+        **_discovery([endpoint]),
         "connect_timeout": "1s",
         "lb_policy": "ROUND_ROBIN",
-        "load_assignment": _load_assignment(OTEL_CLUSTER, endpoint),
+        "load_assignment": _load_assignment(OTEL_CLUSTER, [endpoint]),
         "typed_extension_protocol_options": _http2_cluster_options(keepalive=False),
     }
 
@@ -336,7 +360,7 @@ def _connection_manager(spec: GatewaySpec) -> dict[str, Any]:
         "http_filters": [_strip_tenant_header_filter(), _jwt_filter(spec), _rate_limit_filter(spec),
                          _router_filter()],
     }
-    if spec.otlp is not None:
+    if spec.otlp_endpoint is not None:
         manager["tracing"] = _tracing(spec)
     return manager
 
@@ -351,7 +375,7 @@ def _listener(spec: GatewaySpec) -> dict[str, Any]:
                 "require_client_certificate": True,
                 "common_tls_context": {
                     "tls_certificates": [_tls_certificate(spec)],
-                    "validation_context": {"trusted_ca": {"filename": str(spec.ca_path)}},
+                    "validation_context": {"trusted_ca": {"filename": str(spec.ca)}},
                     "alpn_protocols": ["h2"],
                 },
             }},
@@ -365,8 +389,8 @@ def render_gateway_config(spec: GatewaySpec) -> dict[str, Any]:
     """The complete Envoy bootstrap (v3) for `spec`, as a JSON-ready dict."""
     spec.validate()
     clusters = [_service_cluster(spec, service) for service in SERVICE_NAMES]
-    if spec.otlp is not None:
-        clusters.append(_otel_cluster(spec.otlp))
+    if spec.otlp_endpoint is not None:
+        clusters.append(_otel_cluster(Endpoint(*spec.otlp_endpoint)))
     return {
         "node": {"id": "healing-guard-gateway", "cluster": "healing-guard-gateway"},
         "admin": {"address": _socket_address(spec.admin_host, spec.admin_port)},
@@ -375,6 +399,12 @@ def render_gateway_config(spec: GatewaySpec) -> dict[str, Any]:
 
 
 # --- spec files -----------------------------------------------------------------------
+
+
+def _upstream(name: str, value: Any) -> Upstream:
+    if isinstance(value, list) and value and isinstance(value[0], list | Mapping):
+        return [_endpoint(f"{name}[{index}]", item) for index, item in enumerate(value)]
+    return _endpoint(name, value)
 
 
 def _endpoint(name: str, value: Any) -> Endpoint:
@@ -417,15 +447,15 @@ def spec_from_json(data: Mapping[str, Any], base_dir: Path | None = None) -> Gat
     if not isinstance(upstreams, Mapping):
         raise InvalidArgument("upstreams", f"must map each of {', '.join(SERVICE_NAMES)} to [host, port]")
     defaults = GatewaySpec({}, Path(), Path(), Path(), Path())
-    otlp = data.get("otlp")
+    otlp = data.get("otlp_endpoint", data.get("otlp"))
     spec = GatewaySpec(
-        upstreams={name: _endpoint(f"upstreams.{name}", value) for name, value in upstreams.items()},
-        ca_path=path("ca", "ca.pem"), cert_path=path("cert", "gateway.pem"),
-        key_path=path("key", "gateway-key.pem"), jwks_path=path("jwks", "jwks.json"),
+        upstreams={name: _upstream(f"upstreams.{name}", value) for name, value in upstreams.items()},
+        ca=path("ca", "ca.pem"), cert=path("cert", "gateway.pem"),
+        key=path("key", "gateway-key.pem"), jwks_path=path("jwks", "jwks.json"),
         listen_host=str(data.get("listen_host", defaults.listen_host)),
         listen_port=int(data.get("listen_port", defaults.listen_port)),
         admin_port=int(data.get("admin_port", defaults.admin_port)),
-        otlp=None if otlp is None else _endpoint("otlp", otlp),
+        otlp_endpoint=None if otlp is None else _endpoint("otlp_endpoint", otlp),
         tenant_rate_limit=_bucket("tenant_rate_limit", data.get("tenant_rate_limit"),
                                   defaults.tenant_rate_limit),
         open_rate_limit=_bucket("open_rate_limit", data.get("open_rate_limit"), defaults.open_rate_limit),
@@ -440,14 +470,11 @@ def spec_from_json(data: Mapping[str, Any], base_dir: Path | None = None) -> Gat
     return spec
 
 
-def spec_for_pki(pki: PkiPaths, upstreams: Mapping[str, tuple[str, int]], **options: Any) -> GatewaySpec:
+def spec_for_pki(pki: PkiPaths, upstreams: Mapping[str, Upstream], **options: Any) -> GatewaySpec:
     """A spec using make_pki's files (dev CA, gateway cert/key, jwks.json); `options` are
-    any other GatewaySpec fields (listen_port, admin_port, otlp, tenant_rate_limit...)."""
-    otlp = options.pop("otlp", None)
-    return GatewaySpec(
-        upstreams={name: Endpoint(*endpoint) for name, endpoint in upstreams.items()},
-        ca_path=pki.ca, cert_path=pki.cert("gateway"), key_path=pki.key("gateway"), jwks_path=pki.jwks,
-        otlp=None if otlp is None else Endpoint(*otlp), **options)
+    any other GatewaySpec fields (listen_port, admin_port, otlp_endpoint, tenant_rate_limit...)."""
+    return GatewaySpec(upstreams=upstreams, ca=pki.ca, cert=pki.cert("gateway"), key=pki.key("gateway"),
+                       jwks_path=pki.jwks, **options)
 
 
 def write_gateway_config(spec: GatewaySpec, out: Path) -> Path:

@@ -35,7 +35,7 @@ def base_id() -> int:
 
 def make_spec(pki: PkiPaths, otlp: Endpoint | None = None, **overrides: Any) -> GatewaySpec:
     upstreams = {name: ("127.0.0.1", 50051 + i) for i, name in enumerate(SERVICE_NAMES)}
-    return spec_for_pki(pki, upstreams, listen_port=18443, admin_port=19901, otlp=otlp, **overrides)
+    return spec_for_pki(pki, upstreams, listen_port=18443, admin_port=19901, otlp_endpoint=otlp, **overrides)
 
 
 def validate(config: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -227,3 +227,29 @@ def test_cli_renders_a_spec_file(pki: PkiPaths, tmp_path: Path) -> None:
     assert failed.returncode == 1 and "missing audit" in failed.stderr and failed.stderr.count("\n") == 1
     usage = subprocess.run(run[:3], cwd=REPO, capture_output=True, text=True, timeout=30)
     assert usage.returncode == 2
+
+
+def test_replicas_and_hostnames(pki: PkiPaths, tmp_path: Path) -> None:
+    # The mesh launcher's form: lists of (host, port), several coordinators, a DNS name.
+    upstreams: dict[str, Any] = {name: [("127.0.0.1", 50051 + i)] for i, name in enumerate(SERVICE_NAMES)}
+    upstreams["coordinator"] = [("127.0.0.1", 50070), ("127.0.0.1", 50071)]
+    upstreams["audit"] = ("localhost", 50072)
+    spec = GatewaySpec(listen_port=18443, admin_port=19901, upstreams=upstreams, ca=pki.ca,
+                       cert=pki.cert("gateway"), key=pki.key("gateway"), jwks_path=pki.jwks,
+                       otlp_endpoint=("127.0.0.1", 4317))
+    config = render_gateway_config(spec)
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    ports = [e["endpoint"]["address"]["socket_address"]["port_value"]
+             for e in clusters["coordinator"]["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    assert ports == [50070, 50071]
+    assert clusters["audit"]["type"] == "STRICT_DNS" and clusters["planner"]["type"] == "STATIC"
+    result = validate(config, tmp_path)
+    assert result.returncode == 0, result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("bad", [[], [("127.0.0.1", 0)], ("127.0.0.1", "50051"), 5])
+def test_bad_upstream_forms_name_the_service(pki: PkiPaths, bad: Any) -> None:
+    spec = make_spec(pki)
+    upstreams = {**spec.upstreams, "tenancy": bad}
+    with pytest.raises(InvalidArgument, match="upstreams.tenancy"):
+        render_gateway_config(GatewaySpec(**{**spec.__dict__, "upstreams": upstreams}))
