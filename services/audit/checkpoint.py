@@ -137,13 +137,20 @@ class SigningKey:
         return VerifierKey(self.name, raw)
 
 
+def sign_note(text: str, key: SigningKey) -> str:
+    """A C2SP signed note: the text (ending in a newline), a blank line, one signature line."""
+    if not text.endswith("\n"):
+        raise InvalidArgument("text", "note text must end with a newline")
+    signature = key.private_key.sign(text.encode("utf-8"))
+    line = f"{EM_DASH} {key.name} {base64.b64encode(key.verifier.key_id + signature).decode()}\n"
+    return text + "\n" + line
+
+
 def sign_checkpoint(checkpoint: Checkpoint, key: SigningKey) -> SignedTreeHead:
     _check_checkpoint(checkpoint)
-    body = checkpoint.body()
-    signature = key.private_key.sign(body.encode("utf-8"))
-    kid = key.verifier.key_id
-    line = f"{EM_DASH} {key.name} {base64.b64encode(kid + signature).decode()}\n"
-    return SignedTreeHead(checkpoint, key.name, kid, signature, body + "\n" + line)
+    note = sign_note(checkpoint.body(), key)
+    raw = base64.b64decode(note.rsplit(" ", 1)[1])
+    return SignedTreeHead(checkpoint, key.name, raw[:4], raw[4:], note)
 
 
 def _check_checkpoint(checkpoint: Checkpoint) -> None:
@@ -181,29 +188,33 @@ def parse_checkpoint_body(body: str) -> Checkpoint:
     return Checkpoint(origin, int(size_text), root, timestamp_ms)
 
 
-def verify_signed_tree_head(
-    note: str, keys: Iterable[VerifierKey], origin: str | None = None
-) -> SignedTreeHead:
-    """Parse a signed note and check it: at least one signature by a known key, none bad.
+@dataclass(frozen=True)
+class OpenedNote:
+    text: str
+    key_name: str
+    key_id: bytes
+    signature: bytes
 
-    Raises VerificationError saying what failed.
+
+def open_note(note: str, keys: Iterable[VerifierKey]) -> OpenedNote:
+    """Check a signed note: at least one signature by a known key, and none by a known key bad.
+
+    Signatures by unknown keys are ignored, as signed-note requires. Raises
+    VerificationError saying what failed.
     """
     if any(ord(c) < 0x20 and c != "\n" for c in note):
         raise VerificationError("signed note contains control characters")
     split = note.rfind("\n\n")
     if split < 0:
         raise VerificationError("signed note has no blank line between text and signatures")
-    body, signature_block = note[: split + 1], note[split + 2 :]
+    text, signature_block = note[: split + 1], note[split + 2 :]
     if not signature_block.endswith("\n"):
         raise VerificationError("signed note must end with a newline")
     sig_lines = signature_block[:-1].split("\n")
     if len(sig_lines) > MAX_SIGNATURES:
         raise VerificationError(f"signed note has {len(sig_lines)} signatures; at most {MAX_SIGNATURES} are read")
     known = {(k.name, k.key_id): k for k in keys}
-    verified: SignedTreeHead | None = None
-    checkpoint = parse_checkpoint_body(body)
-    if origin is not None and checkpoint.origin != origin:
-        raise VerificationError(f"checkpoint origin {checkpoint.origin!r} is not the expected {origin!r}")
+    opened: OpenedNote | None = None
     for line in sig_lines:
         parts = line.split(" ")
         if len(parts) != 3 or parts[0] != EM_DASH:
@@ -218,16 +229,27 @@ def verify_signed_tree_head(
         kid, signature = raw[:4], raw[4:]
         key = known.get((name, kid))
         if key is None:
-            continue  # signed-note: signatures from unknown keys are ignored
+            continue
         try:
-            Ed25519PublicKey.from_public_bytes(key.public_key).verify(signature, body.encode("utf-8"))
+            Ed25519PublicKey.from_public_bytes(key.public_key).verify(signature, text.encode("utf-8"))
         except InvalidSignature:
             raise VerificationError(f"signature by {name} (key id {kid.hex()}) does not verify") from None
-        if verified is None:
-            verified = SignedTreeHead(checkpoint, name, kid, signature, note)
-    if verified is None:
-        raise VerificationError("no signature on the tree head is by a trusted key")
-    return verified
+        if opened is None:
+            opened = OpenedNote(text, name, kid, signature)
+    if opened is None:
+        raise VerificationError("no signature on the note is by a trusted key")
+    return opened
+
+
+def verify_signed_tree_head(
+    note: str, keys: Iterable[VerifierKey], origin: str | None = None
+) -> SignedTreeHead:
+    """Open a signed checkpoint and parse its body; raises VerificationError saying what failed."""
+    opened = open_note(note, keys)
+    checkpoint = parse_checkpoint_body(opened.text)
+    if origin is not None and checkpoint.origin != origin:
+        raise VerificationError(f"checkpoint origin {checkpoint.origin!r} is not the expected {origin!r}")
+    return SignedTreeHead(checkpoint, opened.key_name, opened.key_id, opened.signature, note)
 
 
 class KeyRing:
