@@ -94,7 +94,7 @@ class VerifierKey:
 
     @classmethod
     def parse(cls, text: str) -> VerifierKey:
-        parts = text.strip().split("+")
+        parts = text.strip().split("+", 2)  # the base64 key may itself contain "+"
         if len(parts) != 3:
             raise InvalidArgument("verifier_key", f"verifier key {text!r} is not '<name>+<hex id>+<base64 key>'")
         name, hex_id, encoded = parts

@@ -93,6 +93,13 @@ def dumps(doc: dict[str, Any]) -> str:
     return json.dumps(doc, sort_keys=True, indent=1, ensure_ascii=False)
 
 
+_EXPORT_FIELDS = {"format", "checkpoint", "public_keys", "entries", "consistency"}
+_ENTRY_FIELDS = {
+    "index", "kind", "tenant_id", "subject", "time_us", "payload_encoding", "payload",
+    "payload_digest", "erased", "leaf_hash", "inclusion_proof",
+}
+
+
 @dataclass(frozen=True)
 class ExportVerification:
     head: SignedTreeHead
@@ -139,6 +146,8 @@ def entry_from_json(item: Any, position: int) -> tuple[int, Entry, bytes, list[b
     where = f"entries[{position}]"
     if not isinstance(item, dict):
         raise VerificationError(f"{where} is not an object")
+    if set(item) != _ENTRY_FIELDS:
+        raise VerificationError(f"{where} must have exactly the fields {sorted(_ENTRY_FIELDS)}")
     try:
         kind = EntryKind(item.get("kind"))
     except ValueError:
@@ -171,6 +180,9 @@ def verify_export(doc: Any, trusted_keys: Sequence[VerifierKey] | None = None) -
     """Check everything an export claims; raises VerificationError naming what failed."""
     if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
         raise VerificationError(f"not an audit export (format must be {EXPORT_FORMAT!r})")
+    unknown = set(doc) - _EXPORT_FIELDS
+    if unknown:
+        raise VerificationError(f"export has unknown fields {sorted(unknown)}")
     keys = list(trusted_keys) if trusted_keys is not None else parse_keys(doc.get("public_keys"))
     head = verify_signed_tree_head(_str(doc.get("checkpoint"), "checkpoint"), keys)
     size, root = head.checkpoint.tree_size, head.checkpoint.root_hash
