@@ -364,6 +364,15 @@ class HealingGuard:
         _record(tally, failure, healed, escalated, reruns, minutes, usd, elapsed)
 
 
+SHORT_NAMES = {
+    "gitlab retry: 2": "gitlab", "retry everything x3": "retry-all", "healing guard, no learning": "hg static",
+    "healing guard": "hg", "hg 1 attempt, no learning": "hg1 static", "hg 1 attempt, learning": "hg1 learn",
+}
+ONE_ATTEMPT: dict[F, Policy] = {
+    c: dataclasses.replace(p, max_attempts=min(p.max_attempts, 1)) for c, p in default_policies().items()
+}
+
+
 def no_healing(failure: Failure, tally: Tally, model: CostModel) -> None:
     _record(tally, failure, False, True, 0, 0.0, 0.0, 0.0)
 
@@ -383,6 +392,10 @@ def simulate(seed: int, days: int, failures_per_day: int, accuracy: float,
         ("retry everything x3", static_retry("all", 3, lambda f: True)),
         ("healing guard, no learning", hg_static),
         ("healing guard", hg),
+        # A tenant that allows one healing attempt per run: now the order is everything,
+        # and only learning can fix a first choice that stops working.
+        ("hg 1 attempt, no learning", HealingGuard(seed, learn=False, policies=ONE_ATTEMPT)),
+        ("hg 1 attempt, learning", HealingGuard(seed, learn=True, policies=ONE_ATTEMPT)),
     ]
     tallies = {name: Tally(name) for name, _ in strategies}
     for failure in failures:
@@ -410,19 +423,27 @@ def plot(tallies: dict[str, Tally], days: int, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 5))
-    for name, tally in tallies.items():
-        xs = sorted(tally.by_day)
-        ys = [tally.by_day[d][1] / max(tally.by_day[d][0], 1) for d in xs]
-        ax.plot([x + 1 for x in xs], ys, marker="o", markersize=3, label=name)
-    ax.axvline(days / 2 + 0.5, color="grey", linestyle="--", linewidth=1)
-    ax.text(days / 2 + 0.7, 0.05, "mirror starts serving\ncorrupt archives", fontsize=8, color="grey")
-    ax.axhline(0.9, color="red", linestyle=":", linewidth=1, label="target 90 %")
-    ax.set_xlabel("day")
-    ax.set_ylabel("healable failures healed without a human (daily share)")
-    ax.set_ylim(0, 1.02)
-    ax.set_title("Fleet simulation: healing per strategy over time")
-    ax.legend(loc="lower left", fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5), sharey=True)
+    panels = [
+        ("default policies (2 attempts)", [n for n in tallies if not n.startswith("hg 1 attempt")]),
+        ("one healing attempt per run: learning vs. policy order", [
+            "retry everything x3", "hg 1 attempt, no learning", "hg 1 attempt, learning"]),
+    ]
+    for ax, (title, names) in zip(axes, panels, strict=True):
+        for name in names:
+            tally = tallies[name]
+            xs = sorted(tally.by_day)
+            ys = [tally.by_day[d][1] / max(tally.by_day[d][0], 1) for d in xs]
+            ax.plot([x + 1 for x in xs], ys, marker="o", markersize=3, label=name)
+        ax.axvline(days / 2 + 0.5, color="grey", linestyle="--", linewidth=1)
+        ax.text(days / 2 + 0.7, 0.05, "mirror starts serving\ncorrupt archives", fontsize=8, color="grey")
+        ax.axhline(0.9, color="red", linestyle=":", linewidth=1, label="target 90 %")
+        ax.set_xlabel("day")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(title, fontsize=10)
+        ax.legend(loc="lower left", fontsize=8)
+    axes[0].set_ylabel("healable failures healed without a human (daily share)")
+    fig.suptitle("Fleet simulation: healing per strategy over time")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -462,12 +483,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     print("healed share by root cause:")
     names = list(result["tallies"])  # type: ignore[call-overload]
-    print(f"  {'cause':<16}" + "".join(f"{n[:14]:>16}" for n in names[1:]))
+    print(f"  {'cause':<16}" + "".join(f"{SHORT_NAMES.get(n, n[:11]):>12}" for n in names[1:]))
     first = result["tallies"][names[0]]  # type: ignore[index]
     for cause in sorted(first.by_cause):
         if cause in ("compile", "test-bug", "lint", "config", "permission"):
             continue
-        cells = "".join(f"{t.by_cause[cause][1] / max(t.by_cause[cause][0], 1):>16.1%}"
+        cells = "".join(f"{t.by_cause[cause][1] / max(t.by_cause[cause][0], 1):>12.1%}"
                         for t in list(result["tallies"].values())[1:])  # type: ignore[union-attr]
         print(f"  {cause:<16}{cells}")
     print(f"healing guard wastes {ratio:.1%} of the reruns that 'retry everything x3' wastes on genuine bugs")
