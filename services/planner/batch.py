@@ -1,0 +1,458 @@
+"""PlanBatch: choose at most one healing action per failure for a whole batch.
+
+The problem and its reference objective are defined in `batch_model`. This module
+turns it into a binary quadratic model (BQM) and solves it three ways:
+
+* `solve_exact`: the same quadratic objective linearised as a MILP (scipy's HiGHS),
+  which proves optimality or, when it runs out of time, a bound on the optimum;
+* `solve_annealing`: simulated annealing on the BQM (dwave-samplers), each sample
+  repaired into a feasible choice and polished by local search (`batch_search`);
+* `solve_greedy`: the baseline, best benefit per share of resources first;
+
+and `solve_portfolio` runs exact within the budget, annealing where exact does not
+finish, answers with the better, and says how far it is from the optimum or bound.
+
+Energy convention of `build_bqm` (lower is better), for x in {0,1}^n:
+
+    E(x) = -objective(x)
+           + penalty * (pairs of chosen actions for the same failure
+                        + pairs of chosen rollbacks of the same service)
+           + capacity_price * (minutes(x) - capacity_minutes)
+           + budget_price * (cost(x) - budget_usd)
+
+With zero prices, a feasible x has E(x) = -objective(x) exactly. Capacity and budget
+are *not* encoded as quadratic slack penalties: that couples every pair of the
+thousands of variables, and the lead measured it leaving annealing about 50% short
+of the optimum at 800 variables. They enter as Lagrange prices instead, set from the
+LP relaxation's duals and adjusted between annealing rounds by how far the raw
+samples over- or under-use the resources; repair enforces them exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import dimod
+import numpy as np
+from scipy import sparse
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
+
+from services.planner.batch_instances import generate_instance
+from services.planner.batch_model import (
+    MAX_BATCH_ITEMS,
+    BatchItem,
+    BatchProblem,
+    BatchSolution,
+    Candidate,
+    Choice,
+    CompiledBatch,
+    compile_problem,
+    objective,
+    validate,
+    violations,
+)
+from services.planner.batch_search import Selection, greedy, improve, repair
+
+__all__ = [
+    "MAX_BATCH_ITEMS",
+    "BatchItem",
+    "BatchProblem",
+    "BatchSolution",
+    "Candidate",
+    "build_bqm",
+    "generate_instance",
+    "objective",
+    "relative_gap",
+    "solve_annealing",
+    "solve_exact",
+    "solve_greedy",
+    "solve_portfolio",
+    "violations",
+]
+
+log = logging.getLogger(__name__)
+
+# Measured (bench/batch.py, penalty sweep): above ~1x the largest gain an action can
+# bring, every violated pair has a downhill single flip, so annealing's local minima
+# keep one action per failure; much larger values only flatten the landscape.
+PENALTY_SCALE = 1.5
+# Between annealing rounds the prices move by this factor toward the capacity edge.
+PRICE_STEP = 1.35
+
+
+# -- the model -----------------------------------------------------------------------
+
+
+def default_penalty(model: CompiledBatch, scale: float = PENALTY_SCALE) -> float:
+    if model.n_vars == 0:
+        return 1.0
+    positive = model.quad.maximum(0).sum(axis=1).A1 if model.quad.nnz else np.zeros(model.n_vars)
+    return scale * float(np.max(model.benefit + positive)) + 1.0
+
+
+def _bqm_from_model(
+    model: CompiledBatch, capacity_price: float, budget_price: float, penalty: float
+) -> dimod.BinaryQuadraticModel:
+    p = model.problem
+    linear = -model.benefit + capacity_price * model.minutes + budget_price * model.cost
+    upper = sparse.triu(model.quad, k=1).tocoo()
+    rows = [upper.row]
+    cols = [upper.col]
+    biases = [-upper.data]
+    for g in model.groups:
+        if len(g) > 1:
+            u, w = np.triu_indices(len(g), k=1)
+            rows.append(g[u])
+            cols.append(g[w])
+            biases.append(np.full(len(u), penalty))
+    merged = sparse.coo_matrix(
+        (np.concatenate(biases), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(model.n_vars, model.n_vars),
+    ).tocsr().tocoo()
+    offset = -capacity_price * p.capacity_minutes - budget_price * p.budget_usd
+    return dimod.BinaryQuadraticModel.from_numpy_vectors(
+        linear, (merged.row, merged.col, merged.data), offset, dimod.BINARY
+    )
+
+
+def build_bqm(
+    problem: BatchProblem,
+    capacity_price: float = 0.0,
+    budget_price: float = 0.0,
+    penalty: float | None = None,
+) -> dimod.BinaryQuadraticModel:
+    """The batch as a BQM over variables 0..n-1, one per (failure, candidate) in order.
+
+    See the module docstring for the energy convention. `penalty` defaults to
+    `PENALTY_SCALE` x the largest gain any single action can bring.
+    """
+    validate(problem)
+    model = compile_problem(problem)
+    return _bqm_from_model(
+        model, capacity_price, budget_price, default_penalty(model) if penalty is None else penalty
+    )
+
+
+def relative_gap(value: float, bound: float | None) -> float | None:
+    """How far value is below the bound on the optimum, as a fraction of the bound."""
+    if bound is None:
+        return None
+    return max(0.0, bound - value) / max(abs(bound), 1e-9)
+
+
+# -- shared plumbing -----------------------------------------------------------------
+
+
+@dataclass
+class _Outcome:
+    x: np.ndarray
+    bound: float | None = None
+    optimal: bool = False
+    note: str | None = None
+
+
+def _finish(
+    model: CompiledBatch,
+    x: np.ndarray,
+    solver: str,
+    greedy_objective: float,
+    bound: float | None,
+    started: float,
+    notes: list[str],
+) -> BatchSolution:
+    p = model.problem
+    choice = model.to_choice(x)
+    problems = violations(p, choice)
+    value = model.objective_of(x)
+    if not any(v is not None for v in choice.values()) and model.n_vars:
+        notes.append(
+            f"no action is worth scheduling within capacity {p.capacity_minutes:g} runner minutes "
+            f"and budget {p.budget_usd:g} USD"
+        )
+    notes.extend(problems)
+    return BatchSolution(
+        choice=choice,
+        objective=value,
+        solver=solver,
+        greedy_objective=greedy_objective,
+        best_bound=bound,
+        gap=relative_gap(value, bound),
+        feasible=not problems,
+        elapsed_s=time.perf_counter() - started,
+        notes=notes,
+    )
+
+
+def _empty(problem: BatchProblem, solver: str, started: float) -> BatchSolution:
+    return BatchSolution(
+        choice={item.failure_id: None for item in problem.items},
+        objective=0.0,
+        solver=solver,
+        greedy_objective=0.0,
+        best_bound=0.0,
+        gap=0.0,
+        feasible=True,
+        elapsed_s=time.perf_counter() - started,
+        notes=["empty batch: no candidate actions to choose from"],
+    )
+
+
+# -- exact: the same objective as a MILP ---------------------------------------------
+
+
+def _exact(model: CompiledBatch, time_limit_s: float) -> _Outcome:
+    """Linearise the quadratic objective exactly and hand it to HiGHS.
+
+    Pool congestion costs c per pair among the k chosen actions of a pool, c k(k-1)/2,
+    a convex function of the integer k: it is the maximum of its chords
+    c (j k - j (j+1)/2), j = 1..K-1, so one variable z_p >= each chord per pool is exact
+    and much tighter than one product variable per pair. Shared-cause pairs use the
+    standard product linearisation (y >= x_u + x_v - 1 for a loss, y <= x_u, y <= x_v
+    for a gain), tight because the objective pushes y the right way.
+    """
+    p = model.problem
+    n = model.n_vars
+    pools = model.pools
+    n_pools = len(pools)
+    n_shared = len(model.shared_q)
+    n_cols = n + n_pools + n_shared
+    c = np.concatenate([-model.benefit, np.ones(n_pools), -model.shared_q])
+
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    vals: list[np.ndarray] = []
+    upper: list[np.ndarray] = []
+    r = 0
+
+    def block(rr: np.ndarray, cc: np.ndarray, vv: np.ndarray, ub: np.ndarray) -> None:
+        nonlocal r
+        rows.append(rr + r)
+        cols.append(cc)
+        vals.append(vv)
+        upper.append(ub)
+        r += len(ub)
+
+    # At most one per failure and one rollback per service.
+    sizes = np.array([len(g) for g in model.groups], dtype=np.int64)
+    if len(sizes):
+        block(np.repeat(np.arange(len(sizes)), sizes), np.concatenate(model.groups),
+              np.ones(int(sizes.sum())), np.ones(len(sizes)))
+    block(np.zeros(n, dtype=np.int64), np.arange(n), model.minutes, np.array([p.capacity_minutes]))
+    block(np.zeros(n, dtype=np.int64), np.arange(n), model.cost, np.array([p.budget_usd]))
+    cong = p.pool_congestion
+    for k, members in enumerate(pools):
+        most = len(np.unique(model.item_of[members]))
+        js = np.arange(1, most)
+        if len(js) == 0:
+            continue
+        m = len(members)
+        rr = np.repeat(np.arange(len(js)), m + 1)
+        cc = np.tile(np.concatenate([members, [n + k]]), len(js))
+        vv = np.concatenate([np.concatenate([np.full(m, cong * j), [-1.0]]) for j in js])
+        block(rr, cc, vv, cong * js * (js + 1) / 2.0)
+    loss = np.flatnonzero(model.shared_q < 0)
+    gain = np.flatnonzero(model.shared_q > 0)
+    y0 = n + n_pools
+    if len(loss):
+        rr = np.repeat(np.arange(len(loss)), 3)
+        cc = np.stack([model.shared_u[loss], model.shared_v[loss], y0 + loss], axis=1).ravel()
+        vv = np.tile([1.0, 1.0, -1.0], len(loss))
+        block(rr, cc, vv, np.ones(len(loss)))
+    for side in (model.shared_u, model.shared_v):
+        if len(gain):
+            rr = np.repeat(np.arange(len(gain)), 2)
+            cc = np.stack([y0 + gain, side[gain]], axis=1).ravel()
+            vv = np.tile([1.0, -1.0], len(gain))
+            block(rr, cc, vv, np.zeros(len(gain)))
+
+    a = sparse.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r, n_cols)
+    )
+    ub = np.concatenate(upper)
+    integrality = np.concatenate([np.ones(n), np.zeros(n_pools + n_shared)])
+    lower_b = np.zeros(n_cols)
+    upper_b = np.concatenate([np.ones(n), np.full(n_pools, np.inf), np.ones(n_shared)])
+    result = milp(
+        c,
+        integrality=integrality,
+        bounds=Bounds(lower_b, upper_b),
+        constraints=LinearConstraint(a, -np.inf, ub),
+        options={"time_limit": max(time_limit_s, 0.01), "mip_rel_gap": 1e-6, "disp": False},
+    )
+    bound = getattr(result, "mip_dual_bound", None)
+    bound_value = None if bound is None or not np.isfinite(bound) else -float(bound)
+    if result.x is None:
+        return _Outcome(np.zeros(n, dtype=np.int8), bound_value, False,
+                        f"exact solver found no solution within {time_limit_s:.2f} s ({result.message})")
+    x = (result.x[:n] > 0.5).astype(np.int8)
+    optimal = result.status == 0
+    note = None if optimal else f"exact solver stopped: {result.message}"
+    if optimal and bound_value is None:
+        bound_value = model.objective_of(x)
+    return _Outcome(x, bound_value, optimal, note)
+
+
+def solve_exact(problem: BatchProblem, time_budget_s: float = 10.0) -> BatchSolution:
+    """The MILP alone; reports the best bound proved if it runs out of time."""
+    started = time.perf_counter()
+    validate(problem)
+    model = compile_problem(problem)
+    if model.n_vars == 0:
+        return _empty(problem, "exact", started)
+    base = greedy(model).objective()
+    remaining = time_budget_s - (time.perf_counter() - started)
+    out = _exact(model, remaining)
+    notes = [out.note] if out.note else []
+    return _finish(model, out.x, "exact", base, out.bound, started, notes)
+
+
+# -- annealing -----------------------------------------------------------------------
+
+
+def _lp_prices(model: CompiledBatch) -> tuple[float, float]:
+    """Shadow prices of runner minutes and money in the LP relaxation (interactions left out)."""
+    p = model.problem
+    n = model.n_vars
+    sizes = np.array([len(g) for g in model.groups], dtype=np.int64)
+    group_rows = sparse.csr_matrix(
+        (np.ones(int(sizes.sum())), (np.repeat(np.arange(len(sizes)), sizes), np.concatenate(model.groups))),
+        shape=(len(sizes), n),
+    )
+    a = sparse.vstack([group_rows, sparse.csr_matrix(model.minutes), sparse.csr_matrix(model.cost)]).tocsr()
+    ub = np.concatenate([np.ones(len(sizes)), [p.capacity_minutes, p.budget_usd]])
+    res = linprog(-model.benefit, A_ub=a, b_ub=ub, bounds=(0, 1), method="highs")
+    if res.status != 0:
+        return 0.0, 0.0
+    marginals = -res.ineqlin.marginals
+    return float(max(marginals[-2], 0.0)), float(max(marginals[-1], 0.0))
+
+
+def _anneal(
+    model: CompiledBatch,
+    deadline: float,
+    seed: int,
+    starts: list[np.ndarray],
+    notes: list[str],
+) -> Selection:
+    """Rounds of sampling at adjusted prices; every sample repaired and polished."""
+    from dwave.samplers import SimulatedAnnealingSampler
+
+    p = model.problem
+    sampler = SimulatedAnnealingSampler()
+    penalty = default_penalty(model)
+    lam, mu = _lp_prices(model)
+    best: Selection | None = None
+    for x0 in starts:
+        sel = improve(repair(model, x0), deadline)
+        if best is None or sel.objective() > best.objective() + 1e-9:
+            best = sel
+    scale = 1.0
+    num_sweeps = 200
+    num_reads = 4
+    rounds = 0
+    while time.perf_counter() < deadline:
+        remaining = deadline - time.perf_counter()
+        bqm = _bqm_from_model(model, lam * scale, mu * scale, penalty)
+        t0 = time.perf_counter()
+        samples = sampler.sample(
+            bqm,
+            num_reads=num_reads,
+            num_sweeps=num_sweeps,
+            seed=(seed * 7919 + rounds) % (2**31),
+            interrupt_function=lambda: time.perf_counter() > deadline,
+        )
+        spent = time.perf_counter() - t0
+        rounds += 1
+        order = np.argsort(samples.record.energy)
+        columns = np.argsort(np.asarray(samples.variables))
+        raw = samples.record.sample[:, columns]
+        for row in order:
+            if time.perf_counter() > deadline:
+                break
+            sel = improve(repair(model, raw[row]), deadline)
+            if best is None or sel.objective() > best.objective() + 1e-9:
+                best = sel
+        # Measure how the raw samples use the resources and move the prices toward the edge.
+        lowest = raw[order[0]].astype(float)
+        use = max(
+            (model.minutes @ lowest) / max(p.capacity_minutes, 1e-9),
+            (model.cost @ lowest) / max(p.budget_usd, 1e-9),
+        )
+        if use > 1.0:
+            scale *= PRICE_STEP
+        elif use < 0.95:
+            scale /= PRICE_STEP
+        # Spend about a third of what is left on the next round's sampling.
+        per_sweep = spent / max(num_sweeps * num_reads, 1)
+        left = deadline - time.perf_counter()
+        num_sweeps = int(np.clip(left / 3 / max(per_sweep, 1e-9) / num_reads, 50, 2000))
+        if left < remaining * 0.05:
+            break
+    notes.append(f"annealing: {rounds} rounds, last price scale {scale:.2f}")
+    assert best is not None
+    return best
+
+
+def solve_annealing(problem: BatchProblem, time_budget_s: float = 1.0, seed: int = 0) -> BatchSolution:
+    """Simulated annealing on the BQM with repair and local search, within the budget."""
+    started = time.perf_counter()
+    validate(problem)
+    model = compile_problem(problem)
+    if model.n_vars == 0:
+        return _empty(problem, "annealing", started)
+    base = greedy(model).objective()
+    notes: list[str] = []
+    deadline = started + time_budget_s
+    sel = _anneal(model, deadline, seed, [], notes)
+    return _finish(model, sel.x, "annealing", base, None, started, notes)
+
+
+def solve_greedy(problem: BatchProblem) -> BatchSolution:
+    started = time.perf_counter()
+    validate(problem)
+    model = compile_problem(problem)
+    if model.n_vars == 0:
+        return _empty(problem, "greedy", started)
+    sel = greedy(model)
+    return _finish(model, sel.x, "greedy", sel.objective(), None, started, [])
+
+
+# -- the portfolio -------------------------------------------------------------------
+
+# Share of the budget the exact solver gets before annealing takes over.
+EXACT_SHARE = 0.5
+
+
+def solve_portfolio(problem: BatchProblem, time_budget_s: float = 1.0, seed: int = 0) -> BatchSolution:
+    """Exact within the budget; where it does not finish, annealing; the better answer wins."""
+    started = time.perf_counter()
+    validate(problem)
+    model = compile_problem(problem)
+    if model.n_vars == 0:
+        return _empty(problem, "portfolio", started)
+    deadline = started + time_budget_s
+    base_sel = greedy(model)
+    base = base_sel.objective()
+    notes: list[str] = []
+    exact_limit = (deadline - time.perf_counter()) * EXACT_SHARE
+    out = _exact(model, exact_limit)
+    if out.note:
+        notes.append(out.note)
+    if out.optimal:
+        notes.append("exact solver proved optimality")
+        return _finish(model, out.x, "exact", base, out.bound, started, notes)
+    starts = [base_sel.x.copy()]
+    if model.is_feasible(out.x):
+        starts.append(out.x)
+    exact_value = model.objective_of(out.x) if model.is_feasible(out.x) else -np.inf
+    sel = _anneal(model, deadline, seed, starts, notes)
+    if exact_value >= sel.objective():
+        return _finish(model, out.x, "exact", base, out.bound, started, notes)
+    return _finish(model, sel.x, "annealing", base, out.bound, started, notes)
+
+
+def choice_objective(problem: BatchProblem, choice: Choice) -> float:
+    """Objective of a choice through the reference definition (for callers and tests)."""
+    return objective(problem, choice)
