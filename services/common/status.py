@@ -1,0 +1,69 @@
+"""The one table that turns domain errors into gRPC status codes with rich details.
+
+Details follow google.rpc (error_details.proto) so any gRPC client can read them:
+BadRequest names the field, RetryInfo says when to retry, ErrorInfo carries the
+leader's address for a follower's FAILED_PRECONDITION.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from services.common import errors
+
+DOMAIN = "healing-guard.dev"
+
+
+def to_grpc_status(error: errors.HealingGuardError) -> grpc.Status:
+    code, details = _code_and_details(error)
+    status = status_pb2.Status(code=code, message=error.message)
+    for detail in details:
+        packed = any_pb2.Any()
+        packed.Pack(detail)
+        status.details.append(packed)
+    return rpc_status.to_status(status)
+
+
+def _code_and_details(error: errors.HealingGuardError) -> tuple[int, list]:
+    match error:
+        case errors.InvalidArgument():
+            violation = error_details_pb2.BadRequest.FieldViolation(
+                field=error.field, description=error.description
+            )
+            return code_pb2.INVALID_ARGUMENT, [error_details_pb2.BadRequest(field_violations=[violation])]
+        case errors.NotFound():
+            info = error_details_pb2.ResourceInfo(resource_type=error.resource_type, resource_name=error.name)
+            return code_pb2.NOT_FOUND, [info]
+        case errors.AlreadyExists():
+            info = error_details_pb2.ResourceInfo(resource_type=error.resource_type, resource_name=error.name)
+            return code_pb2.ALREADY_EXISTS, [info]
+        case errors.NotLeader():
+            info = error_details_pb2.ErrorInfo(
+                reason="NOT_LEADER",
+                domain=DOMAIN,
+                metadata={"leader_id": error.leader_id, "leader_address": error.leader_address},
+            )
+            return code_pb2.FAILED_PRECONDITION, [info]
+        case errors.FailedPrecondition():
+            return code_pb2.FAILED_PRECONDITION, [error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN)]
+        case errors.Unauthenticated():
+            return code_pb2.UNAUTHENTICATED, []
+        case errors.PermissionDenied():
+            return code_pb2.PERMISSION_DENIED, []
+        case errors.QuotaExceeded():
+            retry = error_details_pb2.RetryInfo(
+                retry_delay=duration_pb2.Duration(
+                    seconds=int(error.retry_after_seconds),
+                    nanos=int((error.retry_after_seconds % 1) * 1e9),
+                )
+            )
+            failure = error_details_pb2.QuotaFailure(
+                violations=[error_details_pb2.QuotaFailure.Violation(subject=error.subject, description=error.message)]
+            )
+            return code_pb2.RESOURCE_EXHAUSTED, [retry, failure]
+        case errors.Unavailable():
+            return code_pb2.UNAVAILABLE, []
+    return code_pb2.INTERNAL, []

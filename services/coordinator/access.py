@@ -1,0 +1,17 @@
+"""Which role may call which Coordinator RPC (the interceptor enforces this table)."""
+
+from services.common.auth import roles
+from services.common.vocabulary import Role
+
+ADMIN, OPERATOR, VIEWER, SERVICE = Role.ADMIN, Role.OPERATOR, Role.VIEWER, Role.SERVICE
+
+ACCESS = {
+    "SubmitPlan": roles(OPERATOR, SERVICE),
+    "GetAction": roles(VIEWER, OPERATOR, ADMIN, SERVICE),
+    "ListActions": roles(VIEWER, OPERATOR, ADMIN, SERVICE),
+    "WatchActions": roles(VIEWER, OPERATOR, ADMIN, SERVICE),
+    "RegisterExecutor": roles(SERVICE, ADMIN),
+    "ClaimAction": roles(SERVICE, ADMIN),
+    "ReportOutcome": roles(SERVICE, ADMIN),
+    "Leader": roles(VIEWER, OPERATOR, ADMIN, SERVICE),
+}

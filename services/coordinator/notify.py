@@ -1,0 +1,107 @@
+"""Outcomes flow back: planner (learning), predictor (run history), detector
+(flaky evidence and confirmed labels) and audit (the record) — over the contracts.
+
+Each receiver is idempotent on the outcome id (the action id), so the leader can
+deliver again after a crash without counting anything twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+
+from healing_guard.common.v1 import common_pb2
+from healing_guard.detector.v1 import detector_pb2, detector_pb2_grpc
+from healing_guard.planner.v1 import planner_pb2, planner_pb2_grpc
+from healing_guard.predictor.v1 import predictor_pb2, predictor_pb2_grpc
+from services.common.audit_trail import AuditTrail
+from services.common.clients import PeerClients
+from services.common.convert import timestamp
+from services.common.vocabulary import ActionKind
+from services.coordinator.actions import ActionRecord, ActionState
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_S = 5.0
+RERUNS = frozenset({ActionKind.RETRY, ActionKind.RETRY_ON_FRESH_RUNNER, ActionKind.CLEAR_CACHE,
+                    ActionKind.RAISE_RESOURCE_LIMIT})
+
+
+def job_ref(job: dict[str, object]) -> common_pb2.JobRef:
+    ref = common_pb2.JobRef()
+    for key, value in job.items():
+        if key in common_pb2.JobRef.DESCRIPTOR.fields_by_name:
+            setattr(ref, key, value)
+    return ref
+
+
+def outcome_message(record: ActionRecord) -> common_pb2.Outcome:
+    return common_pb2.Outcome(
+        outcome_id=record.action_id, tenant_id=record.tenant, plan_id=record.plan_id, action_id=record.action_id,
+        failure_id=record.failure_id, kind=int(record.kind), failure_class=int(record.failure_class),
+        success=record.state is ActionState.ACTION_STATE_SUCCEEDED, detail=record.detail,
+        runner_minutes=record.runner_minutes, job=job_ref(record.job), cluster_id=record.cluster_id,
+        finished_at=timestamp(record.updated_at or time.time()), idempotency_key=record.idempotency_key,
+    )
+
+
+class OutcomeNotifier:
+    def __init__(self, peers: PeerClients, audit: AuditTrail) -> None:
+        self.peers = peers
+        self.audit = audit
+
+    async def action_started(self, record: ActionRecord) -> None:
+        await self.audit.record("ACTION", record.tenant, record.failure_id, {
+            "action_id": record.action_id, "plan_id": record.plan_id, "kind": record.kind.name,
+            "parameters": record.parameters, "idempotency_key": record.idempotency_key,
+            "dispatched_by": record.dispatched_by, "attempt": record.attempts,
+        })
+
+    async def deliver(self, record: ActionRecord) -> bool:
+        """True when every receiver has the outcome (each is idempotent on outcome id)."""
+        outcome = outcome_message(record)
+        delivered = True
+        calls = [
+            ("planner", self._planner(outcome)),
+            ("detector", self._detector(outcome)),
+        ]
+        if record.kind in RERUNS:
+            calls.append(("predictor", self._predictor(record)))
+        for name, call in calls:
+            try:
+                await call
+            except grpc.aio.AioRpcError as error:
+                # NOT_FOUND / INVALID_ARGUMENT will not get better by retrying.
+                if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    delivered = False
+                log.warning("outcome of %s to %s: %s %s", record.action_id, name, error.code().name, error.details())
+        receipt = await self.audit.record("OUTCOME", record.tenant, record.failure_id, {
+            "action_id": record.action_id, "plan_id": record.plan_id, "kind": record.kind.name,
+            "state": record.state.name, "detail": record.detail, "provider_reference": record.provider_reference,
+            "runner_minutes": record.runner_minutes,
+        })
+        return delivered and receipt is not None
+
+    async def _planner(self, outcome: common_pb2.Outcome) -> None:
+        stub = self.peers.stub("planner", planner_pb2_grpc.PlannerStub)
+        await stub.RecordOutcome(planner_pb2.RecordOutcomeRequest(outcome=outcome), timeout=TIMEOUT_S)
+
+    async def _detector(self, outcome: common_pb2.Outcome) -> None:
+        stub = self.peers.stub("detector", detector_pb2_grpc.DetectorStub)
+        await stub.RecordOutcome(detector_pb2.RecordOutcomeRequest(outcome=outcome), timeout=TIMEOUT_S)
+
+    async def _predictor(self, record: ActionRecord) -> None:
+        job = job_ref(record.job)
+        job.attempt = max(1, job.attempt) + 1  # the healing re-run is the job's next attempt
+        succeeded = record.state is ActionState.ACTION_STATE_SUCCEEDED
+        run = predictor_pb2.Run(
+            job=job,
+            result=predictor_pb2.RUN_RESULT_SUCCESS if succeeded else predictor_pb2.RUN_RESULT_FAILURE,
+            started_at=timestamp(record.updated_at or time.time()),
+            duration_seconds=record.runner_minutes * 60,
+            failure_class=0 if succeeded else int(record.failure_class),
+        )
+        stub = self.peers.stub("predictor", predictor_pb2_grpc.PredictorStub)
+        await stub.RecordRun(predictor_pb2.RecordRunRequest(tenant_id=record.tenant, run=run), timeout=TIMEOUT_S)

@@ -1,0 +1,245 @@
+"""Coordinator servicer: the Coordinator contract over the etcd action store."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import replace
+
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from healing_guard.common.v1 import common_pb2
+from healing_guard.coordinator.v1 import coordinator_pb2, coordinator_pb2_grpc
+from services.common import auth
+from services.common.audit_trail import AuditTrail
+from services.common.config import ServiceConfig
+from services.common.convert import enum_field, timestamp
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, NotLeader, PermissionDenied
+from services.common.runtime import Assembly, Runtime
+from services.common.server import ServiceDefinition
+from services.common.tracing import annotate
+from services.common.vocabulary import ActionKind, FailureClass, Provider
+from services.coordinator.access import ACCESS
+from services.coordinator.actions import ActionRecord, ActionState, validate_plan_actions
+from services.coordinator.dispatcher import Dispatcher
+from services.coordinator.leadership import Leadership
+from services.coordinator.notify import OutcomeNotifier, job_ref
+from services.coordinator.store import ActionStore, Versioned
+
+MAX_CLAIM = 32
+LIVE_DEFAULTS = {"lease_ttl_seconds": 5, "dispatch_concurrency": 4}
+
+
+def record_message(record: ActionRecord) -> coordinator_pb2.ActionRecord:
+    return coordinator_pb2.ActionRecord(
+        action_id=record.action_id, tenant_id=record.tenant, plan_id=record.plan_id, failure_id=record.failure_id,
+        action=common_pb2.Action(action_id=record.action_id, kind=int(record.kind), parameters=record.parameters,
+                                 idempotency_key=record.idempotency_key, expected_success=record.expected_success,
+                                 order=record.order),
+        job=job_ref(record.job), failure_class=int(record.failure_class), state=int(record.state),
+        executor_id=record.executor_id, attempts=record.attempts, detail=record.detail,
+        provider_reference=record.provider_reference, created_at=timestamp(record.created_at),
+        updated_at=timestamp(record.updated_at), dispatched_by=record.dispatched_by, cluster_id=record.cluster_id,
+    )
+
+
+def _job_dict(job: common_pb2.JobRef) -> dict[str, object]:
+    return {field.name: getattr(job, field.name) for field in common_pb2.JobRef.DESCRIPTOR.fields}
+
+
+class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
+    def __init__(self, store: ActionStore, leadership: Leadership, dispatcher: Dispatcher | None) -> None:
+        self.store = store
+        self.leadership = leadership
+        self.dispatcher = dispatcher
+
+    async def SubmitPlan(self, request, context):  # type: ignore[no-untyped-def]
+        tenant = auth.tenant_for(request.tenant_id or request.plan.tenant_id)
+        plan = request.plan
+        if not plan.plan_id:
+            raise InvalidArgument("plan.plan_id", "is required")
+        if plan.tenant_id and plan.tenant_id != tenant:
+            raise PermissionDenied(f"plan.tenant_id {plan.tenant_id!r} does not match the tenant {tenant!r}")
+        provider = enum_field(Provider, plan.job.provider, "plan.job.provider")
+        failure_class = enum_field(FailureClass, plan.failure_class, "plan.failure_class", allow_unspecified=True)
+        now = time.time()
+        trace_parent = plan.trace_parent or _current_traceparent()
+        records = []
+        for index, action in enumerate(plan.actions):
+            kind = enum_field(ActionKind, action.kind, f"plan.actions[{index}].kind")
+            records.append(ActionRecord(
+                action_id=action.action_id or f"{plan.plan_id}-{index}", tenant=tenant, plan_id=plan.plan_id,
+                failure_id=plan.failure_id, order=index, kind=kind, provider=provider,
+                parameters=dict(action.parameters), idempotency_key=action.idempotency_key,
+                failure_class=failure_class, expected_success=action.expected_success, job=_job_dict(plan.job),
+                cluster_id="", created_at=now, updated_at=now, trace_parent=trace_parent,
+            ))
+        validate_plan_actions(records)
+        ids, revision, duplicate = await self.store.submit(plan.plan_id, records)
+        annotate(tenant=tenant, plan_id=plan.plan_id, actions=len(ids))
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
+        return coordinator_pb2.SubmitPlanResponse(action_ids=ids, revision=revision, duplicate=duplicate)
+
+    async def GetAction(self, request, context):  # type: ignore[no-untyped-def]
+        if not request.action_id:
+            raise InvalidArgument("action_id", "is required")
+        versioned = await self.store.get(request.action_id)
+        _own(versioned.record)
+        return record_message(versioned.record)
+
+    async def ListActions(self, request, context):  # type: ignore[no-untyped-def]
+        if not request.plan_id and not request.failure_id:
+            raise InvalidArgument("plan_id", "name a plan_id or a failure_id")
+        if request.plan_id:
+            found = [v.record for v in await self.store.of_plan(request.plan_id)]
+        else:
+            records, _ = await self.store.all()
+            found = [v.record for v in records if v.record.failure_id == request.failure_id]
+        visible = [r for r in found if _visible(r)]
+        limit = request.limit or 100
+        return coordinator_pb2.ListActionsResponse(actions=[record_message(r) for r in visible[:limit]])
+
+    async def WatchActions(self, request, context):  # type: ignore[no-untyped-def]
+        if request.start_revision < 0:
+            raise InvalidArgument("start_revision", f"must be >= 0, got {request.start_revision}")
+        async for record, revision in self.store.watch(request.start_revision):
+            if not _visible(record):
+                continue
+            if request.plan_id and record.plan_id != request.plan_id:
+                continue
+            if request.failure_id and record.failure_id != request.failure_id:
+                continue
+            yield coordinator_pb2.ActionEvent(action=record_message(record), revision=revision)
+
+    async def RegisterExecutor(self, request, context):  # type: ignore[no-untyped-def]
+        if not request.executor_id:
+            raise InvalidArgument("executor_id", "is required")
+        provider = enum_field(Provider, request.provider, "provider")
+        if request.capacity < 1:
+            raise InvalidArgument("capacity", f"must be >= 1, got {request.capacity}")
+        ttl = request.ttl_seconds or 10
+        if not 2 <= ttl <= 300:
+            raise InvalidArgument("ttl_seconds", f"must be between 2 and 300, got {ttl}")
+        lease = await self.store.register_executor(request.executor_id, {
+            "provider": provider.name, "labels": dict(request.labels), "capacity": request.capacity,
+            "registered_by": auth.current_principal().subject,
+        }, ttl)
+        return coordinator_pb2.RegisterExecutorResponse(lease_id=lease, ttl_seconds=ttl)
+
+    async def ClaimAction(self, request, context):  # type: ignore[no-untyped-def]
+        registration = await self._executor(request.executor_id, request.lease_id)
+        limit = request.max_actions or 1
+        if not 1 <= limit <= MAX_CLAIM:
+            raise InvalidArgument("max_actions", f"must be between 1 and {MAX_CLAIM}, got {limit}")
+        data, lease, _ = registration
+        provider = Provider[data["provider"]]
+        records, _ = await self.store.all()
+        claimed: list[ActionRecord] = []
+        from services.coordinator.actions import next_steps
+
+        plans: dict[str, list[Versioned]] = {}
+        for versioned in records:
+            plans.setdefault(versioned.record.plan_id, []).append(versioned)
+        for plan_actions in plans.values():
+            runnable, _ = next_steps(v.record for v in plan_actions)
+            by_id = {v.record.action_id: v for v in plan_actions}
+            for record in runnable:
+                if record.provider is not provider or len(claimed) >= limit:
+                    continue
+                changed = replace(record, state=ActionState.ACTION_STATE_CLAIMED, executor_id=request.executor_id,
+                                  attempts=record.attempts + 1, updated_at=time.time())
+                done = await self.store.update(by_id[record.action_id], changed, None, claim_lease=lease)
+                if done is not None:
+                    claimed.append(changed)
+        return coordinator_pb2.ClaimActionResponse(actions=[record_message(r) for r in claimed])
+
+    async def ReportOutcome(self, request, context):  # type: ignore[no-untyped-def]
+        await self._executor(request.executor_id, request.lease_id)
+        if not request.action_id:
+            raise InvalidArgument("action_id", "is required")
+        versioned = await self.store.get(request.action_id)
+        record = versioned.record
+        if record.terminal:
+            return coordinator_pb2.ReportOutcomeResponse(duplicate=True, state=int(record.state))
+        holder = await self.store.claim_holder(record.action_id)
+        if record.state is not ActionState.ACTION_STATE_CLAIMED or holder != request.executor_id:
+            raise FailedPrecondition(
+                f"action {record.action_id} is not claimed by executor {request.executor_id!r}", reason="NOT_CLAIMED"
+            )
+        state = ActionState.ACTION_STATE_SUCCEEDED if request.success else ActionState.ACTION_STATE_FAILED
+        done = replace(record, state=state, detail=request.detail, provider_reference=request.provider_reference,
+                       runner_minutes=request.runner_minutes, updated_at=time.time())
+        if await self.store.update(versioned, done, None, release_claim=True) is None:
+            raise FailedPrecondition(f"action {record.action_id} changed while reporting; read it and retry",
+                                     reason="CONFLICT")
+        if self.dispatcher is not None:
+            self.dispatcher.wake()  # the leader delivers the outcome
+        return coordinator_pb2.ReportOutcomeResponse(duplicate=False, state=int(state))
+
+    async def Leader(self, request, context):  # type: ignore[no-untyped-def]
+        info = await self.leadership.current()
+        if info is None:
+            return coordinator_pb2.LeaderResponse()
+        annotate(leader_id=info.leader_id)
+        return coordinator_pb2.LeaderResponse(leader_id=info.leader_id, leader_address=info.address, term=info.term,
+                                              is_self=info.leader_id == self.leadership.replica_id)
+
+    async def _executor(self, executor_id: str, lease_id: int) -> tuple[dict, int, int]:
+        if not executor_id:
+            raise InvalidArgument("executor_id", "is required")
+        registration = await self.store.executor(executor_id)
+        if registration is None:
+            raise FailedPrecondition(f"executor {executor_id!r} is not registered (or its lease expired); "
+                                     "call RegisterExecutor", reason="NOT_REGISTERED")
+        if lease_id != registration[1]:
+            raise FailedPrecondition(f"lease {lease_id} is not the lease of executor {executor_id!r}",
+                                     reason="WRONG_LEASE")
+        return registration
+
+
+def _current_traceparent() -> str:
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier)
+    return carrier.get("traceparent", "")
+
+
+def _visible(record: ActionRecord) -> bool:
+    principal = auth.current_principal()
+    return auth.acts_for_any_tenant(principal) or record.tenant == principal.tenant
+
+
+def _own(record: ActionRecord) -> None:
+    if not _visible(record):
+        # Same answer as a missing action: do not reveal other tenants' ids.
+        raise NotFound("action", record.action_id)
+
+
+async def build(config: ServiceConfig, runtime: Runtime) -> Assembly:
+    if runtime.etcd is None:
+        raise SystemExit("coordinator needs etcd: set HG_ETCD_ENDPOINT")
+    from services.coordinator.executors.registry import executor_selector
+
+    store = ActionStore(runtime.etcd)
+    leadership = Leadership(runtime.etcd, config.replica_id or f"coordinator-{os.getpid()}", config.address,
+                            ttl_seconds=int(runtime.live.get("lease_ttl_seconds")))
+    notifier = OutcomeNotifier(runtime.peers, AuditTrail(runtime.peers))
+    dispatcher = Dispatcher(store, leadership, executor_selector(os.environ, config.data_dir), notifier,
+                            concurrency=int(runtime.live.get("dispatch_concurrency")))
+    servicer = CoordinatorServicer(store, leadership, dispatcher)
+
+    async def started(server) -> None:  # type: ignore[no-untyped-def]
+        leadership.start()
+        dispatcher.start()
+
+    async def stop() -> None:
+        await dispatcher.stop()
+        await leadership.stop()
+
+    definition = ServiceDefinition(
+        name="coordinator",
+        register=lambda server: coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, server),
+        access=ACCESS,
+    )
+    return Assembly(definition=definition, on_started=started, on_stop=stop)

@@ -1,0 +1,54 @@
+"""Tenants: who they are, their plan, whether they may act. Plain domain, no gRPC."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import re2
+
+from services.common.errors import InvalidArgument
+
+TENANT_ID = re2.compile(r"^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$")
+PLANS = ("free", "team", "enterprise")
+# Reserved: "platform" holds the platform admins, "*" marks service tokens.
+RESERVED_IDS = frozenset({"platform", "*"})
+
+
+class TenantState(enum.IntEnum):
+    TENANT_STATE_UNSPECIFIED = 0
+    TENANT_STATE_ACTIVE = 1
+    TENANT_STATE_SUSPENDED = 2
+
+
+@dataclass
+class Tenant:
+    tenant_id: str
+    display_name: str
+    plan: str
+    state: TenantState = TenantState.TENANT_STATE_ACTIVE
+    created_at: float = 0.0
+    config: dict[str, str] = field(default_factory=dict)
+    suspended_reason: str = ""
+
+
+def validate_tenant_id(tenant_id: str, field_name: str = "tenant_id") -> str:
+    if not tenant_id:
+        raise InvalidArgument(field_name, "is required")
+    if not TENANT_ID.match(tenant_id):
+        raise InvalidArgument(
+            field_name, f"must be 2..63 lowercase letters, digits or '-', not starting or ending with '-'; got {tenant_id!r}"
+        )
+    return tenant_id
+
+
+def new_tenant(tenant_id: str, display_name: str, plan: str, now: float) -> Tenant:
+    validate_tenant_id(tenant_id)
+    if tenant_id in RESERVED_IDS:
+        raise InvalidArgument("tenant_id", f"{tenant_id!r} is reserved")
+    plan = plan or "free"
+    if plan not in PLANS:
+        raise InvalidArgument("plan", f"must be one of {', '.join(PLANS)}; got {plan!r}")
+    if len(display_name) > 200:
+        raise InvalidArgument("display_name", f"must be at most 200 characters, got {len(display_name)}")
+    return Tenant(tenant_id=tenant_id, display_name=display_name or tenant_id, plan=plan, created_at=now)
