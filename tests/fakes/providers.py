@@ -930,6 +930,7 @@ class FakeJenkins(FakeProvider):
         return [
             ("GET", re.compile(r"/crumbIssuer/api/json"), self._crumb),
             ("POST", re.compile(_JOB + r"/buildWithParameters"), self._build_with_parameters),
+            ("POST", re.compile(_JOB + r"/build"), self._build_with_parameters),
             ("GET", re.compile(_JOB + r"/api/json"), self._get_job),
             ("GET", re.compile(_JOB + r"/lastBuild/api/json"), self._last_build),
             ("GET", re.compile(_JOB + r"/(\d+)/api/json"), self._get_build),
@@ -1017,7 +1018,10 @@ class FakeJenkins(FakeProvider):
         return {"_class": "hudson.slaves.SlaveComputer", "displayName": name,
                 "offline": node["temporarilyOffline"] or not node["connected"],
                 "temporarilyOffline": node["temporarilyOffline"],
-                "offlineCauseReason": node["offlineCauseReason"]}
+                "offlineCauseReason": node["offlineCauseReason"],
+                # Jenkins' node monitors report nothing for an agent that is not connected.
+                "monitorData": {"hudson.node_monitors.ResponseTimeMonitor":
+                                {"average": 42} if node["connected"] else None}}
 
     def _get_node(self, call: RecordedCall, name: str) -> Reply:
         if name not in self.state["nodes"]:
