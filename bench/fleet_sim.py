@@ -342,7 +342,7 @@ class HealingGuard:
                             now=failure.at_min * 60, cost_model=model)
         self.plan_seconds += time.perf_counter() - started
         self.plans += 1
-        if not self.sample_rationale and failure.observed is F.OUT_OF_MEMORY and failure.index > 2000:
+        if not self.sample_rationale and failure.observed is F.OUT_OF_MEMORY and failure.at_min > 10 * DAY_MIN:
             self.sample_rationale = plan.rationale
         reruns, minutes, usd, elapsed = 0, 0.0, 0.0, 0.0
         healed = escalated = False

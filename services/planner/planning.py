@@ -409,7 +409,7 @@ def _rationale(
         diagnosis += "; the detector quoted no evidence lines"
     lines.append(diagnosis + ".")
     if candidates:
-        how = "Thompson sampling (exploration on)" if policy.exploration else "posterior mean (exploration off)"
+        how = "Thompson sampling, exploration on" if policy.exploration else "posterior mean, exploration off"
         rates = "; ".join(_rate_phrase(c.kind, c.post, policy, request) for c in candidates)
         lines.append(f"Learned success rates, ranked by expected value ({how}): {rates}.")
     if request.risk_summary:
