@@ -113,6 +113,8 @@ def _hex(value: Any, what: str, size: int | None = merkle.HASH_SIZE) -> bytes:
         raw = bytes.fromhex(value)
     except ValueError:
         raise VerificationError(f"{what} is not valid hex") from None
+    if raw.hex() != value:
+        raise VerificationError(f"{what} is not lowercase hex")  # one spelling per value
     if size is not None and len(raw) != size:
         raise VerificationError(f"{what} is {len(raw)} bytes, expected {size}")
     return raw
@@ -155,10 +157,13 @@ def entry_from_json(item: Any, position: int) -> tuple[int, Entry, bytes, list[b
     encoding = _str(item.get("payload_encoding"), f"{where}.payload_encoding")
     if encoding not in PAYLOAD_ENCODINGS:
         raise VerificationError(f"{where}.payload_encoding {encoding!r} is not one of {PAYLOAD_ENCODINGS}")
+    payload_text = _str(item.get("payload"), f"{where}.payload")
     try:
-        payload = base64.b64decode(_str(item.get("payload"), f"{where}.payload"), validate=True)
+        payload = base64.b64decode(payload_text, validate=True)
     except binascii.Error:
         raise VerificationError(f"{where}.payload is not valid base64") from None
+    if base64.b64encode(payload).decode() != payload_text:
+        raise VerificationError(f"{where}.payload is not canonical base64")
     entry = Entry(
         kind=kind,
         tenant_id=_str(item.get("tenant_id"), f"{where}.tenant_id"),
