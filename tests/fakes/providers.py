@@ -217,7 +217,7 @@ class FakeProvider:
     def _answer(self, call: RecordedCall) -> Reply:
         with self._lock:
             failure = self._failures.pop(0) if self._failures else None
-            limit = self._rate_limits.pop(0) if self._rate_limits else None
+            limit = self._rate_limits.pop(0) if self._rate_limits and failure is None else None
         if failure is not None:
             return Reply(failure, {"message": f"injected {failure} from the fake {self.name}"})
         if limit is not None:
