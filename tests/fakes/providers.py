@@ -521,7 +521,8 @@ class FakeGitHub(FakeProvider):
 
     def _rerun_guard(self, run: dict[str, Any]) -> Reply | None:
         if run["status"] != "completed":
-            return Reply(403, {"message": "This workflow is already running", "documentation_url": GITHUB_DOCS})
+            return Reply(403, {"message": "This workflow is already running",
+                               "documentation_url": GITHUB_DOCS})
         return None
 
     def _rerun_failed_jobs(self, call: RecordedCall, repository: str, run_id: str) -> Reply:
@@ -614,7 +615,8 @@ class FakeGitHub(FakeProvider):
 
         scheme, _, credential = call.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not self.app_public_key_pem:
-            return Reply(401, {"message": "A JSON web token could not be decoded", "documentation_url": GITHUB_DOCS})
+            return Reply(401, {"message": "A JSON web token could not be decoded",
+                               "documentation_url": GITHUB_DOCS})
         try:
             claims = jwt.decode(credential, self.app_public_key_pem, algorithms=["RS256"],
                                 options={"require": ["iat", "exp", "iss"]})
@@ -694,7 +696,8 @@ class FakeGitLab(FakeProvider):
             "stage": job.get("stage", "test"),
             "status": job.get("status", "failed"),
             "ref": "main",
-            "pipeline": {"id": pipeline["id"], "project_id": pipeline["project_id"], "status": pipeline["status"]},
+            "pipeline": {"id": pipeline["id"], "project_id": pipeline["project_id"],
+                         "status": pipeline["status"]},
             "runner": None if runner_id is None else {"id": runner_id, "description": f"runner-{runner_id}"},
             "web_url": f"https://gitlab.example/{pipeline['_project_path'] or pipeline['project_id']}"
                        f"/-/jobs/{job['id']}",
@@ -871,7 +874,8 @@ class FakeJenkins(FakeProvider):
         with self._lock:
             job = {"name": name, "builds": []}
             for build in builds or []:
-                job["builds"].append({"number": int(build["number"]), "result": build.get("result", "FAILURE"),
+                job["builds"].append({"number": int(build["number"]), "result": build.get("result",
+                                                                                          "FAILURE"),
                                       "building": bool(build.get("building", False)), "parameters": {}})
             self.state["jobs"][name] = job
             return job
@@ -923,7 +927,8 @@ class FakeJenkins(FakeProvider):
             return None
         expected = self.state["crumbs"].get(self._session(call))
         if expected is None or call.headers.get("jenkins-crumb") != expected:
-            return Reply(403, "<html><body>Error 403 No valid crumb was included in the request</body></html>")
+            return Reply(403,
+                         "<html><body>Error 403 No valid crumb was included in the request</body></html>")
         return None
 
     def _routes(self) -> list[Route]:
@@ -955,7 +960,8 @@ class FakeJenkins(FakeProvider):
                            "crumbRequestField": "Jenkins-Crumb"}, headers)
 
     def _build_url(self, name: str, number: int) -> str:
-        return self.base_url + "".join(f"/job/{urllib.parse.quote(p)}" for p in name.split("/")) + f"/{number}/"
+        job_path = "".join(f"/job/{urllib.parse.quote(p)}" for p in name.split("/"))
+        return f"{self.base_url}{job_path}/{number}/"
 
     def _build_json(self, name: str, build: dict[str, Any]) -> dict[str, Any]:
         parameters = [{"name": k, "value": v} for k, v in build["parameters"].items()]
@@ -1033,7 +1039,8 @@ class FakeJenkins(FakeProvider):
         if node is None:
             return Reply(404, "<html><body>Not Found</body></html>")
         node["temporarilyOffline"] = not node["temporarilyOffline"]
-        node["offlineCauseReason"] = call.query.get("offlineMessage", "") if node["temporarilyOffline"] else ""
+        node["offlineCauseReason"] = call.query.get("offlineMessage",
+                                                    "") if node["temporarilyOffline"] else ""
         return Reply(302, None, {"Location": f"{self.base_url}/computer/{urllib.parse.quote(name)}/"})
 
 

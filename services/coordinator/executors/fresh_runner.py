@@ -88,7 +88,8 @@ def plan_fresh_runner(
     `health_grace_seconds`) has passed, so no runner stays out for good.
     """
     if request.kind is not ActionKind.RETRY_ON_FRESH_RUNNER:
-        raise InvalidArgument("kind", f"must be RETRY_ON_FRESH_RUNNER to plan its steps, got {request.kind.name}")
+        raise InvalidArgument("kind",
+                              f"must be RETRY_ON_FRESH_RUNNER to plan its steps, got {request.kind.name}")
     if "step" in request.parameters:
         raise InvalidArgument("parameters.step", f"is already {request.parameters['step']!r}: this is a step")
     needed = RUNNER_PARAMETERS.get(request.provider)
@@ -98,7 +99,8 @@ def plan_fresh_runner(
     if missing:
         raise InvalidArgument(
             f"parameters.{missing[0]}",
-            f"a fresh-runner retry at {request.provider.name} needs {', '.join(needed)}; missing {', '.join(missing)}",
+            f"a fresh-runner retry at {request.provider.name} needs {', '.join(needed)}; "
+            f"missing {', '.join(missing)}",
         )
     if restore_after_seconds < 0 or health_grace_seconds < 0:
         raise InvalidArgument("restore_after_seconds", "restore delays must be >= 0")
@@ -139,7 +141,8 @@ def execute_fresh_runner_step(
             return ActionResult(ActionStatus.SKIPPED_ALREADY_DONE, f"{runner} is already out of rotation")
         pool.take_out_of_rotation(request)
         log.info("took %s out of rotation for action %s", runner, request.action_id)
-        return ActionResult(ActionStatus.SUCCEEDED, f"took {runner} out of rotation; the restore step puts it back")
+        return ActionResult(ActionStatus.SUCCEEDED,
+                            f"took {runner} out of rotation; the restore step puts it back")
 
     # RESTORE
     if pool.runner_in_rotation(request):

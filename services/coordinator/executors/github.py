@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "2022-11-28"
 GITHUB_HINTS: dict[int, str] = {
-    401: "check GITHUB_TOKEN (or the GitHub App's id, key and installation id): it is missing, expired or revoked",
+    401: "check GITHUB_TOKEN (or the GitHub App's id, key and installation id): "
+         "it is missing, expired or revoked",
     403: "check that the token may write Actions (and administer runners for a fresh-runner retry)",
     404: "check the repository and run id (or job/runner id), and that the token can see the repository",
     409: "the run is not in a state that allows this; look at it on GitHub",
@@ -110,7 +111,8 @@ class GitHubAppAuth:
             token = data.get("token") if isinstance(data, dict) else None
             if not token:
                 raise ProviderRejected(
-                    f"GitHub answered {response.status} without a token for installation {self.installation_id}: "
+                    f"GitHub answered {response.status} without a token for installation "
+                    f"{self.installation_id}: "
                     "check the App id, private key and installation id",
                     status=response.status,
                 )
@@ -195,12 +197,14 @@ class GitHubClient:
         return dict(self._call("GET", f"{self._repo(repository)}/actions/runners/{runner_id}"))
 
     def remove_runner_label(self, repository: str, runner_id: int, label: str) -> list[str]:
-        path = f"{self._repo(repository)}/actions/runners/{runner_id}/labels/{urllib.parse.quote(label, safe='')}"
+        label_path = urllib.parse.quote(label, safe="")
+        path = f"{self._repo(repository)}/actions/runners/{runner_id}/labels/{label_path}"
         return [item["name"] for item in self._call("DELETE", path).get("labels", [])]
 
     def add_runner_labels(self, repository: str, runner_id: int, labels: list[str]) -> list[str]:
         path = f"{self._repo(repository)}/actions/runners/{runner_id}/labels"
-        return [item["name"] for item in self._call("POST", path, json_body={"labels": labels}).get("labels", [])]
+        return [item["name"] for item in self._call("POST", path,
+                                                    json_body={"labels": labels}).get("labels", [])]
 
 
 def _repository(request: ActionRequest) -> str:
@@ -245,7 +249,8 @@ class GitHubActionsExecutor:
 
     def _rerun_failed_jobs(self, request: ActionRequest, repository: str, run_id: int) -> ActionResult:
         run = self.client.get_run(repository, run_id)
-        failed_attempt = int(request.parameters["run_attempt"]) if request.parameters.get("run_attempt") else None
+        has_attempt = bool(request.parameters.get("run_attempt"))
+        failed_attempt = require_int(request, "run_attempt") if has_attempt else None
         done = self._already_rerun(run, failed_attempt)
         if done:
             return ActionResult(ActionStatus.SKIPPED_ALREADY_DONE, f"run {run_id} of {repository} {done}",
@@ -275,11 +280,13 @@ class GitHubActionsExecutor:
         status, conclusion = run.get("status"), run.get("conclusion")
         if failed_attempt is not None:
             if attempt > failed_attempt:
-                return f"was already re-run (it is at attempt {attempt}, the failure was attempt {failed_attempt})"
+                return (f"was already re-run (it is at attempt {attempt}, "
+                        f"the failure was attempt {failed_attempt})")
             if status != "completed":
                 raise ProviderUnavailable(
-                    f"run {run.get('id')} is still {status} (attempt {attempt}); GitHub re-runs failed jobs only "
-                    "of a completed run, so this is retried later", retry_after_seconds=RETRY_WHILE_RUNNING_SECONDS)
+                    f"run {run.get('id')} is still {status} (attempt {attempt}); "
+                    "GitHub re-runs failed jobs only of a completed run, so this is retried later",
+                    retry_after_seconds=RETRY_WHILE_RUNNING_SECONDS)
             return ""
         # Without the failed attempt, a run that is running again or has passed was re-run.
         if status != "completed":

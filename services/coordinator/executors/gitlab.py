@@ -51,7 +51,8 @@ class GitLabClient:
         self._token = token
 
     @classmethod
-    def create(cls, base_url: str, token: str, *, timeout_seconds: float = 10.0, **http_options: Any) -> GitLabClient:
+    def create(cls, base_url: str, token: str, *, timeout_seconds: float = 10.0,
+               **http_options: Any) -> GitLabClient:
         http = HttpClient(base_url=base_url, provider_name="GitLab", timeout_seconds=timeout_seconds,
                           default_headers={"User-Agent": "healing-guard-coordinator"}, hints=GITLAB_HINTS,
                           **http_options)
@@ -87,7 +88,8 @@ class GitLabClient:
         return dict(self._call("GET", f"/runners/{runner_id}"))
 
     def set_runner_paused(self, runner_id: int, paused: bool) -> dict[str, Any]:
-        return dict(self._call("PUT", f"/runners/{runner_id}", form={"paused": "true" if paused else "false"}))
+        return dict(self._call("PUT", f"/runners/{runner_id}",
+                               form={"paused": "true" if paused else "false"}))
 
 
 class GitLabExecutor:
@@ -135,7 +137,8 @@ class GitLabExecutor:
         newer = self._newer_attempt(project, job)
         if newer is not None:
             return ActionResult(ActionStatus.SKIPPED_ALREADY_DONE,
-                                f"job {job_id} ({name}) was already retried as job {newer['id']} ({newer.get('status')})",
+                                f"job {job_id} ({name}) was already retried as job {newer['id']} "
+                                f"({newer.get('status')})",
                                 provider_reference=str(newer.get("web_url") or newer["id"]))
         if job.get("status") not in RETRYABLE_STATUSES:
             return ActionResult(ActionStatus.SKIPPED_ALREADY_DONE,
@@ -152,7 +155,8 @@ class GitLabExecutor:
             return ActionResult(ActionStatus.SKIPPED_ALREADY_DONE,
                                 f"job {job_id} ({name}) was already retried as job {newer['id']}",
                                 provider_reference=str(newer.get("web_url") or newer["id"]))
-        return ActionResult(ActionStatus.SUCCEEDED, f"retried job {job_id} ({name}) as job {new_job.get('id')}",
+        return ActionResult(ActionStatus.SUCCEEDED,
+                            f"retried job {job_id} ({name}) as job {new_job.get('id')}",
                             provider_reference=str(new_job.get("web_url") or new_job.get("id")))
 
     def _retry_pipeline(self, project: str, pipeline_id: int) -> ActionResult:
@@ -160,10 +164,12 @@ class GitLabExecutor:
         failing = [j for j in latest if j.get("status") in RETRYABLE_STATUSES]
         if not failing:
             return ActionResult(ActionStatus.SKIPPED_ALREADY_DONE,
-                                f"pipeline {pipeline_id} has no failed or canceled jobs left: already retried")
+                                f"pipeline {pipeline_id} has no failed or canceled jobs left: "
+                                "already retried")
         pipeline = self.client.retry_pipeline(project, pipeline_id)
         names = ", ".join(sorted(str(j.get("name")) for j in failing))
-        return ActionResult(ActionStatus.SUCCEEDED, f"retried the failed jobs of pipeline {pipeline_id} ({names})",
+        return ActionResult(ActionStatus.SUCCEEDED,
+                            f"retried the failed jobs of pipeline {pipeline_id} ({names})",
                             provider_reference=str(pipeline.get("web_url") or pipeline_id))
 
     # -- RunnerPool: pause / unpause the runner ------------------------------------
@@ -186,5 +192,6 @@ class GitLabExecutor:
         runner = self.client.get_runner(require_int(request, "runner_id"))
         online = runner.get("online")
         status = str(runner.get("status", "unknown"))
-        healthy = bool(online) if online is not None else status not in ("offline", "stale", "never_contacted")
+        healthy = bool(online) if online is not None else status not in ("offline", "stale",
+                                                                         "never_contacted")
         return healthy, f"runner status {status}, online {online}"

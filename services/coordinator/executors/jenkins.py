@@ -109,7 +109,8 @@ class JenkinsClient:
         return dict(self._get(f"/computer/{urllib.parse.quote(name, safe='')}/api/json"))
 
     def toggle_offline(self, name: str, message: str) -> None:
-        self._post(f"/computer/{urllib.parse.quote(name, safe='')}/toggleOffline", query={"offlineMessage": message})
+        self._post(f"/computer/{urllib.parse.quote(name, safe='')}/toggleOffline",
+                   query={"offlineMessage": message})
 
 
 def _build_parameters(build: dict[str, Any]) -> dict[str, str]:
@@ -151,11 +152,13 @@ class JenkinsExecutor:
         job = self.client.get_job(name)
         last = (job.get("lastBuild") or {}).get("number")
         if job.get("inQueue"):
-            return ActionResult(ActionStatus.SKIPPED_ALREADY_DONE, f"job {name} already has a build in the queue")
+            return ActionResult(ActionStatus.SKIPPED_ALREADY_DONE,
+                                f"job {name} already has a build in the queue")
         if last is not None and int(last) > failed_build:
             return ActionResult(ActionStatus.SKIPPED_ALREADY_DONE,
                                 f"job {name} was already built again after build #{failed_build} "
-                                f"(last build #{last})", provider_reference=str(job["lastBuild"].get("url", "")))
+                                f"(last build #{last})", provider_reference=str(job["lastBuild"].get("url",
+                                                                                                     "")))
         parameters = _build_parameters(self.client.get_build(name, failed_build))
         queue_item = self.client.build_with_parameters(name, parameters)
         return ActionResult(ActionStatus.SUCCEEDED,

@@ -134,7 +134,8 @@ class LocalExecutor:
 
     def _escalate(self, request: ActionRequest) -> ActionResult:
         summary = request.parameters.get("summary") or (
-            f"{request.tenant}: {request.parameters.get('repository') or request.parameters.get('job_name') or 'a job'}"
+            f"{request.tenant}: "
+            f"{request.parameters.get('repository') or request.parameters.get('job_name') or 'a job'}"
             " needs a human (escalated by the healing plan)")
         with self._lock:
             self._notifications.append(Notification(request.action_id, request.tenant, summary,
@@ -142,7 +143,8 @@ class LocalExecutor:
         return ActionResult(ActionStatus.SUCCEEDED, f"recorded a notification for a human: {summary}",
                             provider_reference=f"notification:{request.action_id}")
 
-    def _run_command(self, request: ActionRequest, template: Sequence[str]) -> tuple[ActionResult, tuple[str, ...]]:
+    def _run_command(self, request: ActionRequest, template: Sequence[str]) -> tuple[ActionResult,
+                                                                                     tuple[str, ...]]:
         values = _StrictParameters(request.parameters)
         values.update(action_id=request.action_id, tenant=request.tenant, kind=request.kind.name)
         try:
@@ -165,7 +167,8 @@ class LocalExecutor:
                           "and was stopped"), argv
         if completed.returncode == 0:
             tail = (completed.stdout or "").strip()[-OUTPUT_TAIL_CHARS:]
-            return ActionResult(ActionStatus.SUCCEEDED, f"ran {argv[0]!r}: exit 0" + (f": {tail}" if tail else ""),
+            return ActionResult(ActionStatus.SUCCEEDED,
+                                f"ran {argv[0]!r}: exit 0" + (f": {tail}" if tail else ""),
                                 provider_reference=" ".join(argv)), argv
         tail = ((completed.stderr or "") or (completed.stdout or "")).strip()[-OUTPUT_TAIL_CHARS:]
         return failed(f"the local command {argv[0]!r} exited with {completed.returncode}"
@@ -228,6 +231,7 @@ def parse_command(text: str, variable: str) -> list[str]:
     except ValueError:
         value = None
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise InvalidArgument(variable, f'must be a JSON list of strings such as ["./retry.sh", "{{job_name}}"], '
+        raise InvalidArgument(variable,
+                              f'must be a JSON list of strings such as ["./retry.sh", "{{job_name}}"], '
                                         f"got {text!r}")
     return value

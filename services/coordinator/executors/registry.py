@@ -27,7 +27,13 @@ from typing import Any
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.vocabulary import ActionKind, Provider
 from services.coordinator.executors.base import ActionRequest, Executor
-from services.coordinator.executors.github import GitHubActionsExecutor, GitHubAppAuth, GitHubAuth, GitHubClient, TokenAuth
+from services.coordinator.executors.github import (
+    GitHubActionsExecutor,
+    GitHubAppAuth,
+    GitHubAuth,
+    GitHubClient,
+    TokenAuth,
+)
 from services.coordinator.executors.gitlab import GitLabClient, GitLabExecutor
 from services.coordinator.executors.http import RetryPolicy
 from services.coordinator.executors.jenkins import JenkinsClient, JenkinsExecutor
@@ -54,7 +60,8 @@ def _all_or_none(env: Mapping[str, str], names: tuple[str, ...]) -> bool:
     present = [n for n in names if env.get(n)]
     if present and len(present) != len(names):
         missing = [n for n in names if not env.get(n)]
-        raise InvalidArgument(missing[0], f"{', '.join(present)} set but {', '.join(missing)} missing; set all of "
+        raise InvalidArgument(missing[0],
+                              f"{', '.join(present)} set but {', '.join(missing)} missing; set all of "
                                           f"{', '.join(names)} or none")
     return bool(present)
 
@@ -73,7 +80,7 @@ def _github_auth(env: Mapping[str, str], clock: Callable[[], float]) -> GitHubAu
             raise InvalidArgument("GITHUB_APP_PRIVATE_KEY_FILE", f"cannot be read: {exc}") from None
     if not key:
         raise InvalidArgument("GITHUB_APP_PRIVATE_KEY", "a GitHub App needs its private key (PEM), in "
-                                                        "GITHUB_APP_PRIVATE_KEY or GITHUB_APP_PRIVATE_KEY_FILE")
+                              "GITHUB_APP_PRIVATE_KEY or GITHUB_APP_PRIVATE_KEY_FILE")
     return GitHubAppAuth(env["GITHUB_APP_ID"], key, env["GITHUB_APP_INSTALLATION_ID"], clock=clock)
 
 
@@ -98,7 +105,8 @@ def executors_from_environment(
 
     auth = _github_auth(env, clock)
     if auth is not None:
-        github = GitHubClient.create(env.get("GITHUB_API_URL") or DEFAULT_GITHUB_API_URL, auth, **http_options)
+        github = GitHubClient.create(env.get("GITHUB_API_URL") or DEFAULT_GITHUB_API_URL, auth,
+                                     **http_options)
         executors[Provider.PROVIDER_GITHUB_ACTIONS] = GitHubActionsExecutor(github, clock=clock)
 
     if _all_or_none(env, ("GITLAB_URL", "GITLAB_TOKEN")):

@@ -11,7 +11,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from services.common.vocabulary import ActionKind, Provider
 from services.coordinator.executors.base import ActionRequest, ActionStatus, ProviderUnavailable
-from services.coordinator.executors.github import GitHubActionsExecutor, GitHubAppAuth, GitHubClient, TokenAuth
+from services.coordinator.executors.github import (
+    GitHubActionsExecutor,
+    GitHubAppAuth,
+    GitHubClient,
+    TokenAuth,
+)
 from services.coordinator.executors.http import RetryPolicy
 from tests.fakes.clock import FakeClock
 from tests.fakes.providers import FakeGitHub
@@ -43,7 +48,8 @@ def make_executor(fake: FakeGitHub, *, token: str | None = None, timeout: float 
 def retry(**parameters: str) -> ActionRequest:
     return ActionRequest(action_id="a1", idempotency_key="k1", tenant="acme", kind=ActionKind.RETRY,
                          provider=Provider.PROVIDER_GITHUB_ACTIONS,
-                         parameters={"repository": "acme/web", "run_id": "42", "run_attempt": "1", **parameters})
+                         parameters={"repository": "acme/web", "run_id": "42", "run_attempt": "1",
+                                     **parameters})
 
 
 def test_rerun_failed_jobs_sends_the_documented_request(gh: FakeGitHub) -> None:
@@ -131,7 +137,8 @@ def test_backs_off_on_5xx_then_succeeds(gh: FakeGitHub) -> None:
 def test_5xx_exhaustion_raises_provider_unavailable(gh: FakeGitHub) -> None:
     executor, clock = make_executor(gh, max_attempts=3)
     gh.fail_next(5, status=503)
-    with pytest.raises(ProviderUnavailable, match="answered 503 for GET /repos/acme/web/actions/runs/42 3 times"):
+    with pytest.raises(ProviderUnavailable,
+                       match="answered 503 for GET /repos/acme/web/actions/runs/42 3 times"):
         executor.execute(retry())
     assert len(clock.sleeps) == 2
     assert gh.count("POST", RERUN) == 0
@@ -165,7 +172,8 @@ def test_slow_provider_times_out(gh: FakeGitHub) -> None:
     executor, clock = make_executor(gh, timeout=0.2, max_attempts=2)
     gh.delay_seconds = 1.0
     started = time.monotonic()
-    with pytest.raises(ProviderUnavailable, match="did not answer GET /repos/acme/web/actions/runs/42 within 0.2 s"):
+    with pytest.raises(ProviderUnavailable,
+                       match="did not answer GET /repos/acme/web/actions/runs/42 within 0.2 s"):
         executor.execute(retry())
     assert time.monotonic() - started < 1.5
     assert gh.count("POST", RERUN) == 0
@@ -197,7 +205,8 @@ def test_missing_parameters_fail_without_calls(gh: FakeGitHub) -> None:
 
 def test_unsupported_kind_fails_plainly(gh: FakeGitHub) -> None:
     executor, _ = make_executor(gh)
-    request = ActionRequest("a", "k", "acme", ActionKind.QUARANTINE_TEST, Provider.PROVIDER_GITHUB_ACTIONS, {})
+    request = ActionRequest("a", "k", "acme", ActionKind.QUARANTINE_TEST, Provider.PROVIDER_GITHUB_ACTIONS,
+                            {})
     assert not executor.supports(ActionKind.QUARANTINE_TEST)
     assert executor.execute(request).status is ActionStatus.FAILED
 

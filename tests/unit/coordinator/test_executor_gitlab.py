@@ -113,7 +113,8 @@ def test_bad_token_says_what_to_check(gl: FakeGitLab) -> None:
     executor, _ = make_executor(gl, token="nope")
     result = executor.execute(retry())
     assert result.status is ActionStatus.FAILED
-    assert "GitLab answered 401 for GET /api/v4/projects/acme%2Fweb/jobs/500 (401 Unauthorized)" in result.detail
+    expected = "GitLab answered 401 for GET /api/v4/projects/acme%2Fweb/jobs/500 (401 Unauthorized)"
+    assert expected in result.detail
     assert "GITLAB_TOKEN" in result.detail
 
 

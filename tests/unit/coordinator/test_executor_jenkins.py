@@ -20,15 +20,18 @@ BUILD = "/job/platform/job/web/buildWithParameters"
 @pytest.fixture
 def jenkins() -> Iterator[FakeJenkins]:
     with FakeJenkins() as fake:
-        fake.add_job("platform/web", builds=[{"number": 6, "result": "SUCCESS"}, {"number": 7, "result": "FAILURE"}])
-        fake.state["jobs"]["platform/web"]["builds"][1]["parameters"] = {"BRANCH": "main", "REVISION": "abc123"}
+        fake.add_job("platform/web", builds=[{"number": 6, "result": "SUCCESS"}, {"number": 7,
+                                                                                  "result": "FAILURE"}])
+        fake.state["jobs"]["platform/web"]["builds"][1]["parameters"] = {"BRANCH": "main",
+                                                                         "REVISION": "abc123"}
         fake.add_node("agent-3")
         yield fake
 
 
 def make_executor(fake: FakeJenkins, *, api_token: str | None = None) -> tuple[JenkinsExecutor, FakeClock]:
     clock = FakeClock(now=time.time())
-    client = JenkinsClient.create(fake.base_url, fake.user, api_token if api_token is not None else fake.api_token,
+    client = JenkinsClient.create(fake.base_url, fake.user,
+                                  api_token if api_token is not None else fake.api_token,
                                   timeout_seconds=2.0, retry=RetryPolicy(max_attempts=3),
                                   sleep=clock.sleep, clock=clock, random=lambda: 1.0)
     return JenkinsExecutor(client, clock=clock), clock
@@ -39,7 +42,7 @@ def retry(**parameters: str) -> ActionRequest:
                          {"job_name": "platform/web", "build_number": "7", **parameters})
 
 
-def test_build_with_parameters_carries_crumb_cookie_and_the_failed_builds_parameters(jenkins: FakeJenkins) -> None:
+def test_build_carries_crumb_cookie_and_the_failed_builds_parameters(jenkins: FakeJenkins) -> None:
     executor, _ = make_executor(jenkins)
     result = executor.execute(retry())
     assert result.status is ActionStatus.SUCCEEDED, result.detail

@@ -13,7 +13,8 @@ from tests.fakes.clock import FakeClock
 
 
 def request(kind: ActionKind = ActionKind.RETRY, key: str = "k1", **parameters: str) -> ActionRequest:
-    return ActionRequest("a1", key, "acme", kind, Provider.PROVIDER_LOCAL, {"job_name": "unit tests", **parameters})
+    return ActionRequest("a1", key, "acme", kind, Provider.PROVIDER_LOCAL, {"job_name": "unit tests",
+                                                                            **parameters})
 
 
 def test_simulated_retry_succeeds_and_runs_once_per_idempotency_key() -> None:
@@ -47,7 +48,8 @@ def test_escalate_records_a_notification_and_calls_nothing() -> None:
 
 def test_configured_command_runs_as_argv_with_parameters() -> None:
     script = "import sys, os; print(sys.argv[1], os.environ['HG_PARAM_JOB_NAME'])"
-    executor = LocalExecutor(commands={ActionKind.RETRY: [sys.executable, "-c", script, "{job_name}; rm -rf /"]},
+    executor = LocalExecutor(commands={ActionKind.RETRY: [sys.executable, "-c", script,
+                                                          "{job_name}; rm -rf /"]},
                              timeout_seconds=20)
     result = executor.execute(request())
     assert result.status is ActionStatus.SUCCEEDED, result.detail

@@ -35,7 +35,8 @@ def test_executors_point_at_the_fakes_and_work() -> None:
         gh.add_run("acme/web", 42)
         env = {"GITHUB_API_URL": gh.base_url, "GITHUB_TOKEN": gh.token,
                "GITLAB_URL": gl.base_url, "GITLAB_TOKEN": gl.token,
-               "JENKINS_URL": jenkins.base_url, "JENKINS_USER": jenkins.user, "JENKINS_API_TOKEN": jenkins.api_token,
+               "JENKINS_URL": jenkins.base_url, "JENKINS_USER": jenkins.user,
+               "JENKINS_API_TOKEN": jenkins.api_token,
                "LOCAL_EXECUTOR_COMMAND_RETRY": '["true"]'}
         executors = executors_from_environment(env)
         assert set(executors) == set(Provider) - {Provider.PROVIDER_UNSPECIFIED}
@@ -56,7 +57,8 @@ def test_executor_for_routes_escalations_to_local_and_refuses_what_nobody_can_do
         executor_for(executors, retry)
     with FakeGitHub() as gh:
         executors = executors_from_environment({"GITHUB_API_URL": gh.base_url, "GITHUB_TOKEN": "t"})
-        quarantine = ActionRequest("a", "k", "acme", ActionKind.QUARANTINE_TEST, Provider.PROVIDER_GITHUB_ACTIONS, {})
+        quarantine = ActionRequest("a", "k", "acme", ActionKind.QUARANTINE_TEST,
+                                   Provider.PROVIDER_GITHUB_ACTIONS, {})
         with pytest.raises(FailedPrecondition, match="cannot carry out QUARANTINE_TEST"):
             executor_for(executors, quarantine)
 

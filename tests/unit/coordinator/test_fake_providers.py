@@ -22,7 +22,9 @@ from tests.fakes.providers import FakeGitHub, FakeGitLab, FakeJenkins
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def call(url: str, method: str = "GET", body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+def call(url: str, method: str = "GET", body: Any = None, headers: dict[str,
+                                                                        str] | None = None) -> tuple[int,
+                                                                                                     Any]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method,
                                      headers={"Content-Type": "application/json", **(headers or {})})
@@ -73,7 +75,8 @@ def test_github_fake_refuses_a_rerun_while_the_run_is_running() -> None:
 
 def start_process(provider: str, state_file: Path) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.providers", provider, "--port", "0", "--state-file", str(state_file)],
+        [sys.executable, "-m", "tests.fakes.providers", provider, "--port", "0", "--state-file",
+         str(state_file)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
@@ -110,7 +113,8 @@ def test_a_fake_as_its_own_process_is_controlled_and_inspected_over_http(tmp_pat
         assert executors[Provider.PROVIDER_GITHUB_ACTIONS].execute(request).status is ActionStatus.SUCCEEDED
 
         _, log = call(base_url + "/_fake/calls")
-        assert [(c["method"], c["status"]) for c in log["calls"]] == [("GET", 503), ("GET", 200), ("POST", 201)]
+        assert [(c["method"], c["status"]) for c in log["calls"]] == [("GET", 503), ("GET", 200), ("POST",
+                                                                                                   201)]
         saved = json.loads(state_file.read_text())
         assert len(saved["calls"]) == 3 and saved["state"]["runs"]["42"]["run_attempt"] == 2
     finally:

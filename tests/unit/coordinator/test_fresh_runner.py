@@ -36,7 +36,8 @@ def test_plan_has_three_durable_steps_with_their_own_keys_and_a_later_restore() 
 
 def test_plan_refuses_a_request_that_does_not_name_the_runner() -> None:
     with pytest.raises(InvalidArgument, match="runner_label"):
-        plan_fresh_runner(fresh(Provider.PROVIDER_GITHUB_ACTIONS, repository="acme/web", runner_id="5"), now=0)
+        plan_fresh_runner(fresh(Provider.PROVIDER_GITHUB_ACTIONS, repository="acme/web", runner_id="5"),
+                          now=0)
     with pytest.raises(InvalidArgument, match="RETRY_ON_FRESH_RUNNER"):
         plan_fresh_runner(ActionRequest("a", "k", "t", ActionKind.RETRY, Provider.PROVIDER_GITLAB, {}), now=0)
 
@@ -54,7 +55,8 @@ def github() -> Iterator[tuple[FakeGitHub, GitHubActionsExecutor, FakeClock]]:
         yield gh, GitHubActionsExecutor(client, clock=clock), clock
 
 
-def test_github_drains_reruns_and_restores(github: tuple[FakeGitHub, GitHubActionsExecutor, FakeClock]) -> None:
+def test_github_drains_reruns_and_restores(github: tuple[FakeGitHub, GitHubActionsExecutor,
+                                                         FakeClock]) -> None:
     gh, executor, clock = github
     drain, rerun, restore = plan_fresh_runner(
         fresh(Provider.PROVIDER_GITHUB_ACTIONS, repository="acme/web", run_id="42", run_attempt="1",
