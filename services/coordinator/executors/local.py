@@ -14,12 +14,14 @@ For each action kind it either runs a configured command or simulates the action
 - ESCALATE never calls anything: it records a notification for a human.
 
 Every execution is recorded (`records`, `notifications`). A request whose idempotency
-key already succeeded is not run again (SKIPPED_ALREADY_DONE); this memory lasts as
-long as the executor object.
+key already succeeded is not run again (SKIPPED_ALREADY_DONE). That memory lasts as
+long as the executor object, or across restarts when `journal_path` names a file: each
+success is appended to it (one JSON line, flushed and fsynced) before `execute` returns.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -79,6 +81,7 @@ class LocalExecutor:
     timeout_seconds: float = 300.0
     clock: Callable[[], float] = time.time
     run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run
+    journal_path: str | None = None
     provider: Provider = field(default=Provider.PROVIDER_LOCAL, init=False)
 
     def __post_init__(self) -> None:
@@ -87,6 +90,31 @@ class LocalExecutor:
         self._notifications: list[Notification] = []
         self._succeeded: dict[str, ActionResult] = {}
         self._out_of_rotation: set[str] = set()
+        if self.journal_path and os.path.exists(self.journal_path):
+            with open(self.journal_path, encoding="utf-8") as journal:
+                for line in journal:
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        continue  # a line torn by a crash mid-write: that action was not confirmed
+                    self._succeeded[entry["idempotency_key"]] = ActionResult(
+                        ActionStatus.SUCCEEDED, entry["detail"], entry.get("provider_reference", ""))
+            with open(self.journal_path, "rb+") as journal:
+                journal.seek(0, os.SEEK_END)
+                if journal.tell() > 0:
+                    journal.seek(-1, os.SEEK_END)
+                    if journal.read(1) != b"\n":
+                        journal.write(b"\n")  # end a torn line so the next entry starts clean
+
+    def _journal(self, request: ActionRequest, result: ActionResult) -> None:
+        if not self.journal_path:
+            return
+        entry = {"idempotency_key": request.idempotency_key, "action_id": request.action_id,
+                 "detail": result.detail, "provider_reference": result.provider_reference}
+        with open(self.journal_path, "a", encoding="utf-8") as journal:
+            journal.write(json.dumps(entry) + "\n")
+            journal.flush()
+            os.fsync(journal.fileno())
 
     name = "local executor"
 
@@ -126,6 +154,7 @@ class LocalExecutor:
                                              result.status, result.detail, self.clock(), argv))
             if result.done:
                 self._succeeded[request.idempotency_key] = result
+                self._journal(request, result)
         log.info("local executor: %s %s -> %s: %s", request.kind.name, request.action_id,
                  result.status.value, result.detail)
         return result

@@ -11,6 +11,8 @@ Environment (all optional; a provider whose settings are absent has no executor)
   LOCAL_EXECUTOR_COMMAND_<KIND>   a JSON argv list for the local executor, e.g.
                                   LOCAL_EXECUTOR_COMMAND_RETRY='["./retry.sh", "{job_name}"]'
   LOCAL_EXECUTOR_TIMEOUT_SECONDS  default 300
+  LOCAL_EXECUTOR_JOURNAL          a file where the local executor remembers what it did
+                                  (so it skips it after a restart); default: memory only
   PROVIDER_HTTP_TIMEOUT_SECONDS   default 10, every provider call
   PROVIDER_MAX_ATTEMPTS           default 4, per call, for 5xx/connection errors/rate limits
   PROVIDER_MAX_RATE_LIMIT_WAIT_SECONDS  default 60; longer waits go back to the coordinator
@@ -124,6 +126,7 @@ def executors_from_environment(
         if env.get(variable):
             commands[kind] = parse_command(env[variable], variable)
     local = LocalExecutor(commands=commands, clock=clock,
+                          journal_path=env.get("LOCAL_EXECUTOR_JOURNAL") or None,
                           timeout_seconds=_number(env, "LOCAL_EXECUTOR_TIMEOUT_SECONDS", 300.0, 0.01))
     executors[Provider.PROVIDER_LOCAL] = local
     executors[Provider.PROVIDER_GENERIC] = local

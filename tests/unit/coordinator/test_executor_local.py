@@ -78,3 +78,21 @@ def test_command_time_out_and_missing_program() -> None:
     assert "did not finish within 0.3 s" in slow.execute(request()).detail
     missing = LocalExecutor(commands={ActionKind.RETRY: ["/nonexistent/retry-tool"]})
     assert "was not found" in missing.execute(request()).detail
+
+
+def test_journal_remembers_successes_across_a_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    journal = str(tmp_path / "local.jsonl")
+    first = LocalExecutor(clock=FakeClock(), journal_path=journal)
+    assert first.execute(request(key="k-restart")).status is ActionStatus.SUCCEEDED
+    assert first.execute(request(key="k-fails", simulate="fail")).status is ActionStatus.FAILED
+    with open(journal, "a", encoding="utf-8") as f:
+        f.write('{"idempotency_key": "torn')  # a crash in the middle of a write
+
+    restarted = LocalExecutor(clock=FakeClock(), journal_path=journal)
+    again = restarted.execute(request(key="k-restart"))
+    assert again.status is ActionStatus.SKIPPED_ALREADY_DONE
+    assert "simulated RETRY of unit tests" in again.detail
+    assert restarted.execute(request(key="k-fails")).status is ActionStatus.SUCCEEDED
+
+    third = LocalExecutor(clock=FakeClock(), journal_path=journal)
+    assert third.execute(request(key="k-fails")).status is ActionStatus.SKIPPED_ALREADY_DONE
