@@ -77,23 +77,36 @@ log = logging.getLogger(__name__)
 # Measured (bench/batch.py, penalty sweep): above ~1x the largest gain an action can
 # bring, every violated pair has a downhill single flip, so annealing's local minima
 # keep one action per failure; much larger values only flatten the landscape.
-PENALTY_SCALE = 1.5
+PENALTY_SCALE = 1.05
+# HiGHS stops when its incumbent is proved within this fraction of the optimum.
+MIP_REL_GAP = 1e-6
 # Between annealing rounds the prices move by this factor toward the capacity edge.
 PRICE_STEP = 1.35
+# Inverse temperatures x the median benefit: fresh anneals start hot, reheats start
+# where only a few actions change (measured on generated batches of 200 and 1000).
+FRESH_BETA = (0.5, 50.0)
+REHEAT_BETA = (5.0, 50.0)
 
 
 # -- the model -----------------------------------------------------------------------
 
 
-def default_penalty(model: CompiledBatch, scale: float = PENALTY_SCALE) -> float:
+def group_penalties(model: CompiledBatch, scale: float = PENALTY_SCALE) -> np.ndarray:
+    """One penalty per at-most-one group: `scale` x the largest gain one of its actions can bring.
+
+    Just above that gain, every violated pair has a downhill flip, so the annealer's
+    local minima keep the rules; any higher only raises the barrier between two
+    actions of one failure, which single flips must cross by passing through both.
+    """
     if model.n_vars == 0:
-        return 1.0
+        return np.zeros(0)
     positive = model.quad.maximum(0).sum(axis=1).A1 if model.quad.nnz else np.zeros(model.n_vars)
-    return scale * float(np.max(model.benefit + positive)) + 1.0
+    gain = model.benefit + positive
+    return np.array([scale * float(gain[g].max()) + 1e-3 for g in model.groups])
 
 
 def _bqm_from_model(
-    model: CompiledBatch, capacity_price: float, budget_price: float, penalty: float
+    model: CompiledBatch, capacity_price: float, budget_price: float, penalties: np.ndarray
 ) -> dimod.BinaryQuadraticModel:
     p = model.problem
     linear = -model.benefit + capacity_price * model.minutes + budget_price * model.cost
@@ -101,7 +114,7 @@ def _bqm_from_model(
     rows = [upper.row]
     cols = [upper.col]
     biases = [-upper.data]
-    for g in model.groups:
+    for g, penalty in zip(model.groups, penalties, strict=True):
         if len(g) > 1:
             u, w = np.triu_indices(len(g), k=1)
             rows.append(g[u])
@@ -125,14 +138,13 @@ def build_bqm(
 ) -> dimod.BinaryQuadraticModel:
     """The batch as a BQM over variables 0..n-1, one per (failure, candidate) in order.
 
-    See the module docstring for the energy convention. `penalty` defaults to
-    `PENALTY_SCALE` x the largest gain any single action can bring.
+    See the module docstring for the energy convention. `penalty` is one weight for
+    every rule; by default each failure and each service gets its own (`group_penalties`).
     """
     validate(problem)
     model = compile_problem(problem)
-    return _bqm_from_model(
-        model, capacity_price, budget_price, default_penalty(model) if penalty is None else penalty
-    )
+    penalties = group_penalties(model) if penalty is None else np.full(len(model.groups), penalty)
+    return _bqm_from_model(model, capacity_price, budget_price, penalties)
 
 
 def relative_gap(value: float, bound: float | None) -> float | None:
@@ -260,6 +272,16 @@ def _exact(model: CompiledBatch, time_limit_s: float) -> _Outcome:
         cc = np.stack([model.shared_u[loss], model.shared_v[loss], y0 + loss], axis=1).ravel()
         vv = np.tile([1.0, 1.0, -1.0], len(loss))
         block(rr, cc, vv, np.ones(len(loss)))
+    for members, pair_ys in _redundancy_cliques(model, loss):
+        # Among the t chosen members of a clique every pair is redundant: the sum of
+        # their products is t(t-1)/2 >= j t - j(j+1)/2. Without these chords the LP
+        # relaxation chooses halves of everything and pays no redundancy at all.
+        m, k = len(members), len(pair_ys)
+        js = np.arange(1, m)
+        rr = np.repeat(np.arange(len(js)), m + k)
+        cc = np.tile(np.concatenate([members, y0 + pair_ys]), len(js))
+        vv = np.concatenate([np.concatenate([np.full(m, float(j)), -np.ones(k)]) for j in js])
+        block(rr, cc, vv, js * (js + 1) / 2.0)
     for side in (model.shared_u, model.shared_v):
         if len(gain):
             rr = np.repeat(np.arange(len(gain)), 2)
@@ -279,7 +301,7 @@ def _exact(model: CompiledBatch, time_limit_s: float) -> _Outcome:
         integrality=integrality,
         bounds=Bounds(lower_b, upper_b),
         constraints=LinearConstraint(a, -np.inf, ub),
-        options={"time_limit": max(time_limit_s, 0.01), "mip_rel_gap": 1e-6, "disp": False},
+        options={"time_limit": max(time_limit_s, 0.01), "mip_rel_gap": MIP_REL_GAP, "disp": False},
     )
     bound = getattr(result, "mip_dual_bound", None)
     bound_value = None if bound is None or not np.isfinite(bound) else -float(bound)
@@ -292,6 +314,39 @@ def _exact(model: CompiledBatch, time_limit_s: float) -> _Outcome:
     if optimal and bound_value is None:
         bound_value = model.objective_of(x)
     return _Outcome(x, bound_value, optimal, note)
+
+
+def _redundancy_cliques(model: CompiledBatch, loss: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Sets of actions of one kind on one shared key whose every cross-failure pair is a loss."""
+    by_pair = {(int(model.shared_u[s]), int(model.shared_v[s])): int(s) for s in loss}
+    members_of: dict[tuple[str, int], list[int]] = {}
+    v = 0
+    for item in model.problem.items:
+        for cand in item.candidates:
+            if cand.shared_key is not None:
+                members_of.setdefault((cand.shared_key, int(cand.action)), []).append(v)
+            v += 1
+    cliques = []
+    for members in members_of.values():
+        if len(members) < 3:
+            continue  # a single pair is already tight
+        ys = []
+        complete = True
+        for a in range(len(members)):
+            for b in range(a + 1, len(members)):
+                u, w = members[a], members[b]
+                if model.item_of[u] == model.item_of[w]:
+                    continue
+                s = by_pair.get((u, w))
+                if s is None:
+                    complete = False
+                    break
+                ys.append(s)
+            if not complete:
+                break
+        if complete and ys:
+            cliques.append((np.asarray(members, dtype=np.int64), np.asarray(ys, dtype=np.int64)))
+    return cliques
 
 
 def solve_exact(problem: BatchProblem, time_budget_s: float = 10.0) -> BatchSolution:
@@ -329,6 +384,14 @@ def _lp_prices(model: CompiledBatch) -> tuple[float, float]:
     return float(max(marginals[-2], 0.0)), float(max(marginals[-1], 0.0))
 
 
+def _beta_range(model: CompiledBatch, hot: float, cold: float) -> tuple[float, float]:
+    """Inverse temperatures relative to a typical action's benefit, so the schedule is
+    the same whether benefits are in cents or thousands."""
+    positive = model.benefit[model.benefit > 0]
+    typical = float(np.median(positive)) if len(positive) else 1.0
+    return hot / typical, cold / typical
+
+
 def _anneal(
     model: CompiledBatch,
     deadline: float,
@@ -336,12 +399,17 @@ def _anneal(
     starts: list[np.ndarray],
     notes: list[str],
 ) -> Selection:
-    """Rounds of sampling at adjusted prices; every sample repaired and polished."""
+    """Rounds of sampling; every sample repaired and polished by local search.
+
+    Even rounds anneal from random states at the current prices and move the prices
+    toward the capacity edge by how the raw samples used the resources; odd rounds
+    reheat the best choice so far (start from it, moderately cold) to search around it.
+    """
     from dwave.samplers import SimulatedAnnealingSampler
 
     p = model.problem
     sampler = SimulatedAnnealingSampler()
-    penalty = default_penalty(model)
+    penalties = group_penalties(model)
     lam, mu = _lp_prices(model)
     best: Selection | None = None
     for x0 in starts:
@@ -349,19 +417,27 @@ def _anneal(
         if best is None or sel.objective() > best.objective() + 1e-9:
             best = sel
     scale = 1.0
-    num_sweeps = 200
     num_reads = 4
+    num_sweeps = 300
     rounds = 0
+    fresh_range = _beta_range(model, *FRESH_BETA)
+    reheat_range = _beta_range(model, *REHEAT_BETA)
     while time.perf_counter() < deadline:
-        remaining = deadline - time.perf_counter()
-        bqm = _bqm_from_model(model, lam * scale, mu * scale, penalty)
+        reheat = rounds % 2 == 1 and best is not None
+        bqm = _bqm_from_model(model, lam * scale, mu * scale, penalties)
+        extra = {}
+        if reheat:
+            assert best is not None
+            extra = {"initial_states": np.tile(best.x, (num_reads, 1)), "initial_states_generator": "none"}
         t0 = time.perf_counter()
         samples = sampler.sample(
             bqm,
             num_reads=num_reads,
             num_sweeps=num_sweeps,
+            beta_range=reheat_range if reheat else fresh_range,
             seed=(seed * 7919 + rounds) % (2**31),
             interrupt_function=lambda: time.perf_counter() > deadline,
+            **extra,
         )
         spent = time.perf_counter() - t0
         rounds += 1
@@ -374,24 +450,23 @@ def _anneal(
             sel = improve(repair(model, raw[row]), deadline)
             if best is None or sel.objective() > best.objective() + 1e-9:
                 best = sel
-        # Measure how the raw samples use the resources and move the prices toward the edge.
-        lowest = raw[order[0]].astype(float)
-        use = max(
-            (model.minutes @ lowest) / max(p.capacity_minutes, 1e-9),
-            (model.cost @ lowest) / max(p.budget_usd, 1e-9),
-        )
-        if use > 1.0:
-            scale *= PRICE_STEP
-        elif use < 0.95:
-            scale /= PRICE_STEP
-        # Spend about a third of what is left on the next round's sampling.
+        if not reheat:
+            lowest = raw[order[0]].astype(float)
+            use = max(
+                (model.minutes @ lowest) / max(p.capacity_minutes, 1e-9),
+                (model.cost @ lowest) / max(p.budget_usd, 1e-9),
+            )
+            if use > 1.0:
+                scale *= PRICE_STEP
+            elif use < 0.95:
+                scale /= PRICE_STEP
+        # Keep each round to about a quarter of what is left, so several rounds fit.
         per_sweep = spent / max(num_sweeps * num_reads, 1)
         left = deadline - time.perf_counter()
-        num_sweeps = int(np.clip(left / 3 / max(per_sweep, 1e-9) / num_reads, 50, 2000))
-        if left < remaining * 0.05:
-            break
+        num_sweeps = int(np.clip(left / 4 / max(per_sweep, 1e-9) / num_reads, 50, 1000))
     notes.append(f"annealing: {rounds} rounds, last price scale {scale:.2f}")
-    assert best is not None
+    if best is None:
+        best = repair(model, np.zeros(model.n_vars, dtype=np.int8))
     return best
 
 
@@ -423,6 +498,7 @@ def solve_greedy(problem: BatchProblem) -> BatchSolution:
 
 # Share of the budget the exact solver gets before annealing takes over.
 EXACT_SHARE = 0.5
+
 
 
 def solve_portfolio(problem: BatchProblem, time_budget_s: float = 1.0, seed: int = 0) -> BatchSolution:
