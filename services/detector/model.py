@@ -1,0 +1,230 @@
+"""The learned classifier: names the failure class where the patterns are silent.
+
+Only the informative part of a log is read: its last lines (CI jobs stop at the
+first failing step, so the cause is near the end) and the error-looking lines of
+its last 48 KiB. Lines are normalised (colours, timestamps, numbers,
+paths masked) and split into word tokens (camelCase and snake_case split, so
+`OutOfMemoryError` and `out of memory` share words), then TF-IDF over words feeds a logistic regression whose probabilities are calibrated
+(CalibratedClassifierCV, sigmoid). When the caller knows which generator or
+repository each training log came from, calibration folds are grouped by it, so
+the probabilities are honest about logs unlike anything seen in training.
+
+Nothing is loaded at import; `train_default_model()` builds a model from the
+project's synthetic corpus when no stored model exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import pickle
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import sklearn
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold, StratifiedKFold
+
+from services.common.errors import InvalidArgument
+from services.common.vocabulary import FailureClass
+from services.detector.templates import normalise_line
+
+log = logging.getLogger(__name__)
+
+MODEL_FORMAT = "healing-guard/failure-model/v1"
+
+_ERROR_LOOKING = re.compile(
+    r"error|fail|fatal|denied|exception|panic|killed|timed? ?out|refused|unable|cannot|could not|"
+    r"not found|no space|traceback|abort|forbidden|unauthori[sz]ed|invalid|flak|rerun|retr(?:y|ied)|"
+    r"exceeded|\bE\d{3,4}\b|✘|✖|\bwarn",
+    re.IGNORECASE,
+)
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]+")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    tail_bytes: int = 48 * 1024
+    tail_lines: int = 15
+    max_error_lines: int = 80
+    regularisation_c: float = 4.0
+    calibration_folds: int = 3
+    min_document_frequency: int = 2
+    # Word pairs memorise a toolchain's phrasing; single words carry across toolchains
+    # (measured on held-out families: macro-F1 0.48 with words vs 0.38 with pairs).
+    ngram_max: int = 1
+    seed: int = 0
+
+
+def informative_lines(text: str | bytes, config: ModelConfig = ModelConfig()) -> list[str]:
+    """The normalised lines the model reads: the tail, error-looking lines twice.
+
+    Bounded whatever the log's size: only the last `tail_bytes` are decoded.
+    """
+    if isinstance(text, bytes):
+        text = text[-config.tail_bytes:].decode("utf-8", errors="replace")
+    else:
+        text = text[-config.tail_bytes:]
+    raw = text.splitlines()[1:] if len(text) >= config.tail_bytes else text.splitlines()  # first may be cut
+    errors = [line for line in raw if _ERROR_LOOKING.search(line)][-config.max_error_lines:]
+    chosen = (raw[len(raw) - config.tail_lines:] if config.tail_lines > 0 else []) + errors
+    return [n for n in (normalise_line(line) for line in chosen) if n]
+
+
+def tokens(document: str) -> list[str]:
+    """Lower-case word tokens; camelCase split; masks (<NUM>, <PATH>...) kept as words."""
+    return [w.lower() for word in _WORD.findall(document) for w in _CAMEL.split(word) if len(w) > 1]
+
+
+def _document(text: str | bytes, config: ModelConfig) -> str:
+    return "\n".join(informative_lines(text, config))
+
+
+@dataclass
+class TrainingReport:
+    samples: int
+    classes: list[str]
+    seconds: float
+    created_at: float = field(default_factory=time.time)
+
+
+class FailureModel:
+    """A calibrated classifier from log text to FailureClass."""
+
+    def __init__(self, config: ModelConfig = ModelConfig()) -> None:
+        self.config = config
+        self._vectorizer: TfidfVectorizer | None = None
+        self._classifier: CalibratedClassifierCV | None = None
+        self._classes: list[FailureClass] = []
+        self.version: str = "untrained"
+        self.report: TrainingReport | None = None
+
+    @property
+    def is_trained(self) -> bool:
+        return self._classifier is not None
+
+    @property
+    def classes(self) -> list[FailureClass]:
+        return list(self._classes)
+
+    def fit(self, texts: Sequence[str | bytes], labels: Sequence[FailureClass | int],
+            groups: Sequence[str] | None = None) -> FailureModel:
+        """Train on logs and their classes; `groups` (e.g. a repository or generator per log)
+        makes calibration hold out whole groups. Returns self."""
+        if len(texts) != len(labels):
+            raise InvalidArgument("labels", f"need one label per text: {len(texts)} texts, {len(labels)} labels")
+        if groups is not None and len(groups) != len(texts):
+            raise InvalidArgument("groups", f"need one group per text: {len(texts)} texts, {len(groups)} groups")
+        y = np.array([int(FailureClass(label)) for label in labels])
+        distinct, counts = np.unique(y, return_counts=True)
+        if len(distinct) < 2:
+            raise InvalidArgument("labels", f"need at least 2 distinct classes, got {len(distinct)}")
+        folds = self.config.calibration_folds
+        if counts.min() < folds:
+            rare = FailureClass(int(distinct[counts.argmin()])).name
+            raise InvalidArgument("labels", f"every class needs >= {folds} examples; {rare} has {counts.min()}")
+        started = time.perf_counter()
+        documents = [_document(t, self.config) for t in texts]
+        vectorizer = TfidfVectorizer(tokenizer=tokens, lowercase=False, token_pattern=None, ngram_range=(1, self.config.ngram_max),
+                                     sublinear_tf=True, min_df=min(self.config.min_document_frequency, len(texts)),
+                                     dtype=np.float32)
+        x = vectorizer.fit_transform(documents)
+        base = LogisticRegression(C=self.config.regularisation_c, max_iter=2000, class_weight="balanced",
+                                  random_state=self.config.seed)
+        cv: object
+        if groups is not None and len(set(groups)) >= folds:
+            cv = list(GroupKFold(n_splits=folds).split(x, y, groups=list(groups)))
+        else:
+            cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=self.config.seed)
+        classifier = CalibratedClassifierCV(base, method="sigmoid", cv=cv)
+        classifier.fit(x, y)
+        self._vectorizer, self._classifier = vectorizer, classifier
+        self._classes = [FailureClass(int(c)) for c in classifier.classes_]
+        digest = hashlib.sha256(repr(self.config).encode())
+        for doc, label in zip(documents, y, strict=True):
+            digest.update(doc.encode())
+            digest.update(int(label).to_bytes(2, "big"))
+        self.version = f"fm1-{digest.hexdigest()[:12]}"
+        self.report = TrainingReport(len(texts), [c.name for c in self._classes], time.perf_counter() - started)
+        log.info("trained failure model %s on %d logs in %.1fs", self.version, len(texts), self.report.seconds)
+        return self
+
+    def predict_proba(self, text: str | bytes) -> dict[FailureClass, float]:
+        """Calibrated probability of every class the model knows."""
+        return self.predict_proba_many([text])[0]
+
+    def predict_proba_many(self, texts: Sequence[str | bytes]) -> list[dict[FailureClass, float]]:
+        if self._classifier is None or self._vectorizer is None:
+            raise RuntimeError("FailureModel is not trained: call fit() or load() first")
+        x = self._vectorizer.transform([_document(t, self.config) for t in texts])
+        return [dict(zip(self._classes, map(float, row), strict=True)) for row in self._classifier.predict_proba(x)]
+
+    def predict(self, text: str | bytes) -> tuple[FailureClass, float]:
+        """The most probable class and its probability."""
+        return self.predict_many([text])[0]
+
+    def predict_many(self, texts: Sequence[str | bytes]) -> list[tuple[FailureClass, float]]:
+        out = []
+        for probs in self.predict_proba_many(texts):
+            best = max(probs, key=probs.__getitem__)
+            out.append((best, probs[best]))
+        return out
+
+    # ------------------------------------------------------------------ persistence
+
+    def to_bytes(self) -> bytes:
+        if self._classifier is None:
+            raise RuntimeError("cannot save an untrained FailureModel")
+        payload = {"format": MODEL_FORMAT, "version": self.version, "sklearn": sklearn.__version__,
+                   "config": self.config, "classes": [int(c) for c in self._classes],
+                   "vectorizer": self._vectorizer, "classifier": self._classifier, "report": self.report}
+        return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> FailureModel:
+        # Models are written only by this service into its own storage; pickle is not
+        # safe for files from anywhere else.
+        payload = pickle.load(io.BytesIO(data))
+        if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+            found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+            raise ValueError(f"not a failure model of format {MODEL_FORMAT}: found {found!r}")
+        if payload["sklearn"] != sklearn.__version__:
+            log.warning("failure model %s was saved with scikit-learn %s, running %s",
+                        payload["version"], payload["sklearn"], sklearn.__version__)
+        model = cls(payload["config"])
+        model._vectorizer, model._classifier = payload["vectorizer"], payload["classifier"]
+        model._classes = [FailureClass(c) for c in payload["classes"]]
+        model.version, model.report = payload["version"], payload["report"]
+        return model
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically (temp file then rename): a crash never leaves half a model."""
+        target = Path(path)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_bytes(self.to_bytes())
+        tmp.replace(target)
+        return target
+
+    @classmethod
+    def load(cls, path: str | Path) -> FailureModel:
+        return cls.from_bytes(Path(path).read_bytes())
+
+
+def train_default_model(seed: int = 0, samples_per_family: int = 24) -> FailureModel:
+    """A model trained on the project's synthetic corpus (every class, every toolchain).
+
+    About 2-4 s on one core. The service calls this at start when it has no stored model.
+    """
+    from bench.corpus import generate_corpus  # the corpus generator is only needed here
+
+    samples = generate_corpus(seed=seed, samples_per_family=samples_per_family)
+    return FailureModel(ModelConfig(seed=seed)).fit([s.text for s in samples], [s.failure_class for s in samples],
+                                                    groups=[s.family for s in samples])
