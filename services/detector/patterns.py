@@ -188,7 +188,7 @@ class KnowledgeBase:
             counted_to = line_start
             line = buffer[line_start : min(line_end, line_start + MAX_ATTRIBUTED_LINE)]
             text = line.decode("utf-8", "replace")
-            for index in sorted(self._attribution.Match(line)):
+            for index in sorted(self._attribution.Match(line) or ()):
                 yield Match(self._enabled[index], line_no, text)
             # One report per line: continue after it (patterns are line-scoped).
             position = line_end + 1

@@ -1,0 +1,445 @@
+"""Diagnose one failed CI job from its log: redact, scan, decide, fingerprint.
+
+The log is processed as it arrives, block by block, in bounded memory: each
+block is decoded (invalid UTF-8 replaced, never fatal), redacted, stripped of
+ANSI colour, scanned once with the knowledge base, and reduced to evidence
+candidates, test outcomes and a tail window. A 100 MiB log costs one pass and
+a few hundred KiB of memory.
+
+How the class is decided (in this order):
+1. Patterns. Every class with a matching pattern is a candidate; the class of
+   the highest-priority matching pattern wins (ties: more matching lines, then
+   the earlier line). Confidence = 0.5 + 0.45 * priority/100, +0.05 when the
+   class matched on 3+ lines, -0.1 when another class came within 10 priority
+   points. JUnit failures count as TEST_FAILURE evidence at priority 55.
+   A failure the log shows passing on re-run turns TEST_FAILURE into FLAKY_TEST.
+2. The model (optional), only when no pattern reaches the threshold: it sees
+   the evidence and the tail of the redacted log. If it agrees with a weak
+   pattern decision, the two confidences combine as independent evidence.
+3. Below `confidence_threshold`: UNKNOWN, decided_by "none".
+
+CLI: python -m services.detector.diagnose LOGFILE [--junit FILE] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import json
+import logging
+import re
+import sys
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import re2
+
+from services.common.errors import HealingGuardError, InvalidArgument
+from services.common.vocabulary import FailureClass
+from services.detector import fingerprint
+from services.detector.evidence import (
+    MAX_EVIDENCE_LINES,
+    EvidenceCollector,
+    EvidenceLine,
+    bound,
+    clip,
+)
+from services.detector.junit import JUnitReport, parse_junit, test_id
+from services.detector.patterns import KnowledgeBase, Match, Pattern, default_patterns
+from services.detector.redaction import StreamingRedactor
+
+logger = logging.getLogger(__name__)
+
+BLOCK_BYTES = 1 << 20  # chunks are gathered into blocks of about this size before scanning
+TAIL_LINES = 200
+TAIL_BYTES = 64 << 10
+MAX_EXCERPT_BYTES = 8 << 10
+MAX_MODEL_INPUT_BYTES = 64 << 10
+MAX_TRACKED_TESTS = 10_000
+JUNIT_PRIORITY = 55
+JUNIT_PATTERN_ID = "junit.failed-testcase"
+
+# Presentation noise removed before scanning (line breaks are kept): ANSI colour
+# and the timestamp prefixes GitHub, GitLab and Jenkins' timestamper put on lines,
+# so patterns can anchor on the tool's own output with ^.
+_PRESENTATION = re.compile(
+    rb"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]"
+    rb"|(?m:^)\[?[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z\]? (?:[0-9]{2}[OE]\+? )?"
+)
+
+_STATUS_OPTIONS = re2.Options()
+_STATUS_OPTIONS.max_mem = 64 << 20
+# Test outcome lines that let the log itself show a test failing then passing.
+_TEST_STATUS = re2.compile(
+    rb"(?m)^(?:[0-9T:.\-]+Z )?(?:"
+    rb"([^\s]+::[^\s]+) (RERUN|PASSED|FAILED|ERROR)\b"  # pytest -v: id, status
+    rb"|(RERUN|FAILED|ERROR) ([^\s]+::[^\s]+)"  # pytest short summary: status, id
+    rb"|\s*(\xe2\x9c\x93|\xe2\x9c\x98|ok|x)\s+[0-9]+ (\[[^\]]+\] .+?)(?: \(retry #[0-9]+\))?(?: \([0-9.]+m?s\))?\s*$"  # playwright
+    rb")",
+    _STATUS_OPTIONS,
+)
+
+
+class FailureModel(Protocol):
+    """What the trained classifier offers (services.detector.model provides one)."""
+
+    version: str
+
+    def predict(self, text: str) -> tuple[FailureClass, float]: ...
+
+
+@dataclass(frozen=True)
+class DiagnosisResult:
+    failure_class: FailureClass
+    confidence: float
+    evidence: list[EvidenceLine]
+    signature: str
+    template: str
+    decided_by: str  # "pattern:<id>" | "model:<version>" | "none"
+    pattern_id: str
+    remediation_hint: str
+    redaction_count: int
+    failed_tests: list[str]
+    flaky_tests: list[str]
+    bytes_scanned: int
+    redacted_excerpt: str
+    lines_scanned: int = 0
+    redaction_kinds: dict[str, int] = field(default_factory=dict)
+    # Every class some pattern matched, with its best priority (for explanations).
+    candidate_classes: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        data = asdict(self)
+        data["failure_class"] = self.failure_class.name
+        data["confidence"] = round(self.confidence, 4)
+        return data
+
+
+@dataclass
+class _ClassTally:
+    best: Match
+    count: int = 0
+
+
+class _TestOutcomes:
+    """Which tests the log shows failing, and which of those later passed."""
+
+    def __init__(self) -> None:
+        self.failed: dict[str, None] = {}
+        self.recovered: dict[str, None] = {}
+
+    def observe(self, block_bytes: bytes) -> None:
+        if b"::" not in block_bytes and b"\xe2\x9c" not in block_bytes:
+            return
+        for found in _TEST_STATUS.finditer(block_bytes):
+            name = found.group(1) or found.group(4)
+            status = found.group(2) or found.group(3)
+            if name is None and found.group(6) is not None:
+                name = found.group(6)
+                status = b"PASSED" if found.group(5) in (b"\xe2\x9c\x93", b"ok") else b"FAILED"
+            if name is None or status is None:
+                continue
+            test = name.decode("utf-8", "replace").strip()
+            if status == b"PASSED":
+                if test in self.failed:
+                    self.recovered.setdefault(test, None)
+            elif len(self.failed) < MAX_TRACKED_TESTS:
+                self.failed.setdefault(test, None)
+
+    @property
+    def flaky(self) -> list[str]:
+        return list(self.recovered)
+
+    @property
+    def still_failing(self) -> list[str]:
+        return [t for t in self.failed if t not in self.recovered]
+
+
+class _LogScan:
+    """The state of one diagnosis while its log streams past (bounded)."""
+
+    def __init__(self, knowledge_base: KnowledgeBase) -> None:
+        self._knowledge_base = knowledge_base
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._redactor = StreamingRedactor()
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self.bytes_scanned = 0
+        self.lines = 0
+        self.tallies: dict[FailureClass, _ClassTally] = {}
+        self.evidence = EvidenceCollector()
+        self.tests = _TestOutcomes()
+        self.tail: deque[tuple[int, str]] = deque(maxlen=TAIL_LINES)
+
+    def feed(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        self.bytes_scanned += len(chunk)
+        self._pending.append(chunk)
+        self._pending_size += len(chunk)
+        if self._pending_size >= BLOCK_BYTES:
+            self._flush()
+
+    def finish(self) -> None:
+        self._flush()
+        tail_text = self._decoder.decode(b"", final=True)
+        self._process(self._redactor.feed(tail_text) + self._redactor.finish())
+
+    @property
+    def redaction_count(self) -> int:
+        return self._redactor.count
+
+    @property
+    def redaction_kinds(self) -> dict[str, int]:
+        return dict(self._redactor.kinds)
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        raw = b"".join(self._pending)
+        self._pending, self._pending_size = [], 0
+        self._process(self._redactor.feed(self._decoder.decode(raw)))
+
+    def _process(self, text: str) -> None:
+        if not text:
+            return
+        encoded = text.encode("utf-8", "replace")
+        cleaned = _PRESENTATION.sub(b"", encoded)
+        if len(cleaned) != len(encoded):
+            encoded, text = cleaned, cleaned.decode("utf-8", "replace")
+        first_line_no = self.lines + 1
+        matches = list(self._knowledge_base.scan_bytes(encoded, first_line_no))
+        for match in matches:
+            tally = self.tallies.get(match.pattern.failure_class)
+            if tally is None:
+                self.tallies[match.pattern.failure_class] = _ClassTally(match, 1)
+            else:
+                tally.count += 1
+                if match.pattern.priority > tally.best.pattern.priority:
+                    tally.best = match
+        self.evidence.observe(first_line_no, text, encoded, matches)
+        self.tests.observe(encoded)
+        line_count = text.count("\n") + (0 if text.endswith("\n") else 1)
+        self._remember_tail(text, first_line_no + line_count - 1)
+        self.lines += line_count
+
+    def _remember_tail(self, text: str, last_line_no: int) -> None:
+        window = text[-TAIL_BYTES:]
+        lines = window.split("\n")
+        if text.endswith("\n"):
+            lines = lines[:-1]
+        if len(window) < len(text) and lines:
+            lines = lines[1:]  # the first piece may be a partial line
+        lines = lines[-TAIL_LINES:]
+        first = last_line_no - len(lines) + 1
+        self.tail.extend((first + i, clip(line)) for i, line in enumerate(lines))
+
+
+def _pattern_confidence(priority: int, count: int, runner_up: int | None) -> float:
+    confidence = 0.5 + 0.45 * priority / 100
+    if count >= 3:
+        confidence += 0.05
+    if runner_up is not None and priority - runner_up < 10:
+        confidence -= 0.1
+    return max(0.0, min(1.0, confidence))
+
+
+class Diagnoser:
+    """Classifies failed CI jobs; one instance serves many diagnoses (thread-safe)."""
+
+    def __init__(
+        self,
+        knowledge_base: KnowledgeBase | None = None,
+        model: FailureModel | None = None,
+        confidence_threshold: float = 0.6,
+    ) -> None:
+        if not 0.0 <= confidence_threshold <= 1.0:
+            raise InvalidArgument("confidence_threshold", f"must be in [0, 1], got {confidence_threshold}")
+        self.knowledge_base = knowledge_base if knowledge_base is not None else KnowledgeBase(default_patterns())
+        self.model = model
+        self.confidence_threshold = confidence_threshold
+
+    def diagnose(self, log: bytes, junit_xml: bytes | None = None) -> DiagnosisResult:
+        if not log:
+            raise InvalidArgument("log", "is empty; send the job log (at least one byte)")
+        step = BLOCK_BYTES
+        return self.diagnose_stream((log[i : i + step] for i in range(0, len(log), step)), junit_xml)
+
+    def diagnose_stream(self, chunks: Iterable[bytes], junit_xml: bytes | None = None) -> DiagnosisResult:
+        report = parse_junit(junit_xml) if junit_xml else None
+        scan = _LogScan(self.knowledge_base)
+        for chunk in chunks:
+            if not isinstance(chunk, (bytes, bytearray, memoryview)):
+                raise InvalidArgument("log", f"chunks must be bytes, got {type(chunk).__name__}")
+            scan.feed(bytes(chunk))
+        if scan.bytes_scanned == 0:
+            raise InvalidArgument("log", "is empty; send the job log (at least one byte)")
+        scan.finish()
+        return self._decide(scan, report)
+
+    def _decide(self, scan: _LogScan, report: JUnitReport | None) -> DiagnosisResult:
+        ranked = sorted(
+            scan.tallies.items(),
+            key=lambda item: (-item[1].best.pattern.priority, -item[1].count, item[1].best.line_no),
+        )
+        failed_tests = list(dict.fromkeys(
+            [test_id(t.classname, t.name) for t in report.failed] if report else scan.tests.still_failing
+        ))
+        flaky_tests = scan.tests.flaky
+        winner: FailureClass | None = None
+        deciding: Match | None = None
+        confidence = 0.0
+        if ranked:
+            winner, tally = ranked[0]
+            deciding = tally.best
+            runner_up = ranked[1][1].best.pattern.priority if len(ranked) > 1 else None
+            confidence = _pattern_confidence(tally.best.pattern.priority, tally.count, runner_up)
+        if report and report.failed and (winner is None or deciding is None or deciding.pattern.priority < JUNIT_PRIORITY):
+            winner, deciding = FailureClass.TEST_FAILURE, None
+            confidence = _pattern_confidence(JUNIT_PRIORITY, len(report.failed), None)
+        if winner == FailureClass.TEST_FAILURE and flaky_tests and not failed_tests:
+            winner = FailureClass.FLAKY_TEST
+        decided_by, pattern_id, hint = "none", "", ""
+        if winner is not None and confidence >= self.confidence_threshold:
+            pattern = deciding.pattern if deciding is not None and deciding.pattern.failure_class == winner else None
+            pattern = pattern or self._class_pattern(winner, scan)
+            pattern_id = pattern.pattern_id if pattern else JUNIT_PATTERN_ID
+            decided_by = f"pattern:{pattern_id}"
+            hint = pattern.remediation_hint if pattern else ""
+        evidence = self._evidence(scan, winner, deciding, report)
+        if decided_by == "none" and self.model is not None:
+            model_class, model_confidence = self.model.predict(self._model_input(evidence, scan))
+            if winner is not None and model_class == winner:
+                model_confidence = 1 - (1 - model_confidence) * (1 - confidence)
+            if model_class not in (FailureClass.UNKNOWN, FailureClass.FAILURE_CLASS_UNSPECIFIED) and model_confidence >= self.confidence_threshold:
+                winner, confidence = FailureClass(model_class), float(model_confidence)
+                decided_by = f"model:{self.model.version}"
+                hint = self._hint_for(winner)
+                evidence = self._evidence(scan, winner, None, report)
+        if decided_by == "none":
+            winner = FailureClass.UNKNOWN
+        assert winner is not None
+        template = fingerprint.normalise(deciding.line) if deciding is not None and decided_by.startswith("pattern:") else ""
+        signature_lines = [e.text for e in evidence]
+        if winner != FailureClass.UNKNOWN and scan.evidence.matched_lines(winner):
+            signature_lines = [e.text for e in scan.evidence.matched_lines(winner)]
+        return DiagnosisResult(
+            failure_class=winner,
+            confidence=round(min(1.0, max(0.0, confidence)), 4),
+            evidence=evidence,
+            signature=fingerprint.signature([winner.name, *signature_lines]),
+            template=template or (fingerprint.normalise(evidence[0].text) if evidence else ""),
+            decided_by=decided_by,
+            pattern_id=pattern_id,
+            remediation_hint=hint,
+            redaction_count=scan.redaction_count,
+            failed_tests=failed_tests[:100],
+            flaky_tests=flaky_tests[:100],
+            bytes_scanned=scan.bytes_scanned,
+            redacted_excerpt=self._excerpt(evidence, scan),
+            lines_scanned=scan.lines,
+            redaction_kinds=scan.redaction_kinds,
+            candidate_classes={c.name: t.best.pattern.priority for c, t in ranked},
+        )
+
+    def _class_pattern(self, failure_class: FailureClass, scan: _LogScan) -> Pattern | None:
+        tally = scan.tallies.get(failure_class)
+        return tally.best.pattern if tally else None
+
+    def _hint_for(self, failure_class: FailureClass) -> str:
+        from services.detector.knowledge_base.defaults import HINT
+
+        return HINT.get(failure_class, "")
+
+    def _evidence(
+        self, scan: _LogScan, winner: FailureClass | None, deciding: Match | None, report: JUnitReport | None
+    ) -> list[EvidenceLine]:
+        if winner is not None and winner in scan.tallies:
+            return scan.evidence.select(winner, deciding)
+        if winner == FailureClass.TEST_FAILURE and report and report.failed:
+            # Evidence from the report; line 0 marks lines that are not in the log.
+            lines = []
+            for test in report.failed[:5]:
+                lines.append(EvidenceLine(0, f"{test_id(test.classname, test.name)}: {test.message}"))
+            return bound(lines)
+        # No pattern: the last lines that look like an error, else the very end of the log.
+        errorish = [(n, t) for n, t in scan.tail if re.search(r"(?i)error|fail|fatal|exception|panic", t)]
+        chosen = errorish[-8:] if errorish else [(n, t) for n, t in scan.tail if t.strip()][-8:]
+        return bound([EvidenceLine(n, t) for n, t in chosen][:MAX_EVIDENCE_LINES])
+
+    def _model_input(self, evidence: Sequence[EvidenceLine], scan: _LogScan) -> str:
+        text = "\n".join(e.text for e in evidence) + "\n" + "\n".join(t for _, t in scan.tail)
+        return text[-MAX_MODEL_INPUT_BYTES:]
+
+    def _excerpt(self, evidence: Sequence[EvidenceLine], scan: _LogScan) -> str:
+        parts = [f"{e.line}: {e.text}" for e in evidence]
+        parts.append("...")
+        parts.extend(f"{n}: {t}" for n, t in list(scan.tail)[-20:])
+        excerpt = "\n".join(parts)
+        return excerpt if len(excerpt) <= MAX_EXCERPT_BYTES else excerpt[:MAX_EXCERPT_BYTES]
+
+
+def _load_model() -> FailureModel | None:
+    """The trained model if services.detector.model offers one; patterns alone otherwise."""
+    try:
+        from services.detector import model as model_module  # noqa: PLC0415
+    except Exception:  # the model module is optional and may not exist yet
+        logger.debug("no trained model available", exc_info=True)
+        return None
+    loader = getattr(model_module, "load_default_model", None)
+    if loader is None:
+        return None
+    try:
+        return loader()
+    except Exception:
+        logger.debug("trained model failed to load", exc_info=True)
+        return None
+
+
+def _read_chunks(path: Path, size: int = BLOCK_BYTES) -> Iterable[bytes]:
+    with path.open("rb") as handle:
+        while chunk := handle.read(size):
+            yield chunk
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.detector.diagnose", description="Diagnose a CI job log without the mesh.")
+    parser.add_argument("log", type=Path, help="the job log file")
+    parser.add_argument("--junit", type=Path, help="a JUnit XML report of the same job")
+    parser.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
+    parser.add_argument("--no-model", action="store_true", help="patterns only, even if a trained model is available")
+    parser.add_argument("--threshold", type=float, default=0.6, help="confidence below which the class is UNKNOWN")
+    args = parser.parse_args(argv)
+    try:
+        junit = args.junit.read_bytes() if args.junit else None
+        diagnoser = Diagnoser(model=None if args.no_model else _load_model(), confidence_threshold=args.threshold)
+        result = diagnoser.diagnose_stream(_read_chunks(args.log), junit)
+    except OSError as error:
+        print(f"error: cannot read {error.filename}: {error.strerror}", file=sys.stderr)
+        return 1
+    except HealingGuardError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+        return 0
+    print(f"{result.failure_class.name}  confidence {result.confidence:.2f}  ({result.decided_by})")
+    if result.remediation_hint:
+        print(f"hint: {result.remediation_hint}")
+    print(f"signature: {result.signature[:16]}  template: {result.template}")
+    if result.failed_tests:
+        print("failed tests: " + ", ".join(result.failed_tests[:10]))
+    if result.flaky_tests:
+        print("flaky tests: " + ", ".join(result.flaky_tests[:10]))
+    print(f"scanned {result.bytes_scanned} bytes, {result.lines_scanned} lines; {result.redaction_count} secrets redacted")
+    print("evidence:")
+    for line in result.evidence:
+        print(f"  {line.line:>6} | {line.text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
