@@ -88,7 +88,8 @@ def test_load_refuses_something_that_is_not_a_model(tmp_path) -> None:
 
 
 def test_version_follows_the_training_data(corpus) -> None:
-    texts, labels = [s.text for s in corpus], [s.failure_class for s in corpus]
+    few = [s for s in corpus if s.failure_class in (FailureClass.LINT, FailureClass.TIMEOUT)]
+    texts, labels = [s.text for s in few], [s.failure_class for s in few]
     a = FailureModel().fit(texts, labels)
     b = FailureModel().fit(texts, labels)
     c = FailureModel().fit(texts[1:], labels[1:])
