@@ -19,6 +19,7 @@ from typing import Any
 from services.common.clients import PeerClients
 from services.common.config import ServiceConfig, from_environment
 from services.common.live_config import LiveConfig
+from services.common.security import GuardedVerifier, RefusalReporter, RevocationList, SecurityPlumbing
 from services.common.server import Server, ServiceDefinition, run_until_signalled
 from services.common.tokens import TokenVerifier
 from services.common.tracing import setup_tracing
@@ -36,8 +37,11 @@ class Runtime:
     peers: PeerClients
     live: LiveConfig
     etcd: Any | None = None  # etcd3aio.Etcd3Client when HG_ETCD_ENDPOINT is set
+    security: SecurityPlumbing | None = None  # revocation list, lockouts, refusal reports
 
     async def close(self) -> None:
+        if self.security is not None:
+            await self.security.stop(self.etcd)
         await self.live.stop()
         await self.peers.close()
         if self.etcd is not None:
@@ -67,12 +71,17 @@ async def open_runtime(config: ServiceConfig, live_defaults: Mapping[str, Any]) 
         await etcd.connect()
         await asyncio.wait_for(etcd.ping(write_check=False), ETCD_CONNECT_TIMEOUT_S)
         await live.start_watching(etcd)
-    return Runtime(config=config, peers=PeerClients(config), live=live, etcd=etcd)
+    security = SecurityPlumbing(config.service, RevocationList(), RefusalReporter(config.service, config.replica_id))
+    return Runtime(config=config, peers=PeerClients(config), live=live, etcd=etcd, security=security)
 
 
-def make_verifier(config: ServiceConfig) -> TokenVerifier:
+def make_verifier(config: ServiceConfig, security: SecurityPlumbing | None = None) -> TokenVerifier:
     if config.jwks_path is None:
         raise SystemExit(f"{config.service}: no JWKS configured; set HG_PKI_DIR or HG_JWKS")
+    if security is not None:
+        security.verifier = GuardedVerifier.from_file(config.jwks_path, security.revocations,
+                                                      issuer=config.issuer, audience=config.audience)
+        return security.verifier
     return TokenVerifier.from_jwks_file(config.jwks_path, issuer=config.issuer, audience=config.audience)
 
 
@@ -80,7 +89,11 @@ async def serve(config: ServiceConfig, build: Builder, live_defaults: Mapping[st
     provider = setup_tracing(config.service)
     runtime = await open_runtime(config, live_defaults)
     assembly = await build(config, runtime)
-    server = Server(config, assembly.definition, make_verifier(config))
+    security = runtime.security
+    server = Server(config, assembly.definition, make_verifier(config, security),
+                    on_auth_failure=security.on_auth_failure if security is not None else None)
+    if security is not None:
+        await security.start(runtime.etcd)
 
     async def stop() -> None:
         if assembly.on_stop is not None:

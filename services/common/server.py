@@ -16,8 +16,9 @@ import asyncio
 import logging
 import signal
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -28,7 +29,7 @@ from services.common import auth, errors, tracing
 from services.common.config import ServiceConfig, identity_of
 from services.common.contracts import REFLECTED_NAMES, SERVICE_NAMES
 from services.common.status import to_grpc_status
-from services.common.tokens import TokenVerifier
+from services.common.tokens import Principal, TokenVerifier
 from services.common.vocabulary import Role
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 _OPEN_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+
+# (method path, peer, the refusal, the call's metadata, the principal if the token verified)
+AuthFailureHook = Callable[[str, str, errors.HealingGuardError, Sequence[tuple[str, Any]] | None,
+                            Principal | None], None]
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ class Guard(grpc.aio.ServerInterceptor):
         access: auth.AccessTable,
         *,
         require_peer_identity: bool,
-        on_auth_failure: Callable[[str, str, str], None] | None = None,
+        on_auth_failure: AuthFailureHook | None = None,
     ) -> None:
         self._verifier = verifier
         self._access = access
@@ -84,43 +89,63 @@ class Guard(grpc.aio.ServerInterceptor):
         admit = self._admitter(method, method_path)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, admit, method_path),
+                _wrap_unary(handler.unary_unary, admit, method_path, self._report),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary, admit, method_path),
+                _wrap_unary(handler.stream_unary, admit, method_path, self._report),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, admit, method_path),
+                _wrap_stream(handler.unary_stream, admit, method_path, self._report),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream(handler.stream_stream, admit, method_path),
+            _wrap_stream(handler.stream_stream, admit, method_path, self._report),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
     def _admitter(self, method: str, method_path: str) -> Callable[[grpc.aio.ServicerContext], None]:
         def admit(context: grpc.aio.ServicerContext) -> None:
-            try:
-                principal = self._verifier.verify(auth.bearer_token(context.invocation_metadata()))
-                auth.authorize(principal, method, self._access)
-                if Role.SERVICE.value in principal.roles and self._require_peer_identity:
-                    _check_peer_identity(principal.subject, context)
-            except (errors.Unauthenticated, errors.PermissionDenied) as failure:
-                if self._on_auth_failure is not None:
-                    self._on_auth_failure(method_path, context.peer() or "", failure.message)
-                raise
+            auth.set_principal(None)
+            principal = self._verifier.verify(auth.bearer_token(context.invocation_metadata()))
+            auth.authorize(principal, method, self._access)
+            if Role.SERVICE.value in principal.roles and self._require_peer_identity:
+                _check_peer_identity(principal.subject, context)
+            _check_tenant_header(principal, context)
             auth.set_principal(principal)
             tracing.annotate(tenant=principal.tenant, principal=principal.subject)
 
         return admit
+
+    def _report(self, context: grpc.aio.ServicerContext, error: BaseException, method_path: str) -> None:
+        """Tell the threat detector about a refused call (never fails the call itself)."""
+        if self._on_auth_failure is None or not isinstance(error, (errors.Unauthenticated, errors.PermissionDenied)):
+            return
+        try:
+            principal = auth.current_principal()
+        except errors.Unauthenticated:
+            principal = None
+        try:
+            self._on_auth_failure(method_path, context.peer() or "", error, context.invocation_metadata(), principal)
+        except Exception:
+            log.exception("reporting a refused call to %s failed", method_path)
+
+
+def _check_tenant_header(principal: Principal, context: grpc.aio.ServicerContext) -> None:
+    """The gateway sets x-hg-tenant from the verified claim; a different one is a forgery."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-hg-tenant":
+            claimed = value.decode() if isinstance(value, bytes) else value
+            if claimed != principal.tenant:
+                raise errors.PermissionDenied(
+                    f"header x-hg-tenant {claimed[:64]!r} does not match your token's tenant {principal.tenant!r}")
 
 
 def _check_peer_identity(subject: str, context: grpc.aio.ServicerContext) -> None:
@@ -141,7 +166,7 @@ async def _fail(context: grpc.aio.ServicerContext, error: BaseException, method_
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {reference}); the service log has the cause")
 
 
-def _wrap_unary(behavior, admit, method_path):  # type: ignore[no-untyped-def]
+def _wrap_unary(behavior, admit, method_path, report):  # type: ignore[no-untyped-def]
     async def wrapped(request, context):  # type: ignore[no-untyped-def]
         try:
             admit(context)
@@ -151,12 +176,13 @@ def _wrap_unary(behavior, admit, method_path):  # type: ignore[no-untyped-def]
         except asyncio.CancelledError:
             raise
         except Exception as error:  # the one edge where everything is caught
+            report(context, error, method_path)
             await _fail(context, error, method_path)
 
     return wrapped
 
 
-def _wrap_stream(behavior, admit, method_path):  # type: ignore[no-untyped-def]
+def _wrap_stream(behavior, admit, method_path, report):  # type: ignore[no-untyped-def]
     async def wrapped(request, context) -> AsyncIterator:  # type: ignore[no-untyped-def]
         try:
             admit(context)
@@ -167,6 +193,7 @@ def _wrap_stream(behavior, admit, method_path):  # type: ignore[no-untyped-def]
         except asyncio.CancelledError:
             raise
         except Exception as error:
+            report(context, error, method_path)
             await _fail(context, error, method_path)
 
     return wrapped
@@ -176,7 +203,7 @@ class Server:
     """A started service: its port, its health, and how to stop it gracefully."""
 
     def __init__(self, config: ServiceConfig, definition: ServiceDefinition, verifier: TokenVerifier,
-                 *, on_auth_failure: Callable[[str, str, str], None] | None = None) -> None:
+                 *, on_auth_failure: AuthFailureHook | None = None) -> None:
         self.config = config
         self.definition = definition
         self.health = health_aio.HealthServicer()
