@@ -28,7 +28,7 @@ _PRIVATE_KEY_END = re.compile(r"-----END ([A-Z0-9 ]*)PRIVATE KEY( BLOCK)?-----|P
 # A block with no END line is redacted to this many lines and then given up on.
 MAX_PRIVATE_KEY_LINES = 200
 MIN_ENTROPY_VALUE_LENGTH = 20
-ENTROPY_THRESHOLD = 4.0  # bits per character; random base64 is ~5.5-6, English ~4.1 over 20+ chars with mixed classes rare
+ENTROPY_THRESHOLD = 3.5  # bits per character over 20+ chars that mix lower, upper and digits; random base64 is ~4.3+
 MASKED_VALUES = frozenset({"***", "xxx", "****", "<redacted>", "null", "none", "true", "false"})
 
 
@@ -169,6 +169,8 @@ def _looks_random(value: str) -> bool:
         return False
     if re.fullmatch(r"[0-9a-fA-F-]+", value):
         return False  # commit shas, digests, UUIDs: ids the diagnosis needs, not secrets
+    if sum(value.count(c) for c in "-._") >= 3:
+        return False  # dash-separated names (cache keys, image tags, versions), not random tokens
     classes = sum(bool(re.search(p, value)) for p in ("[a-z]", "[A-Z]", "[0-9]"))
     return classes == 3 and shannon_entropy(value) >= ENTROPY_THRESHOLD
 
@@ -250,16 +252,16 @@ class StreamingRedactor:
 
     def _redact_block(self, block: str) -> str:
         encoded = block.encode("utf-8", "surrogatepass")
-        flagged = list(self._flagged_lines(encoded))
-        if not flagged and not self._in_private_key:
-            return block
         out: list[bytes] = []
         last = 0
-        for line_start, line_end in flagged:
+        # Lazily: redacting a line may open a private key block, which flags the lines after it.
+        for line_start, line_end in self._flagged_lines(encoded):
             out.append(encoded[last:line_start])
             line = encoded[line_start:line_end].decode("utf-8", "surrogatepass")
             out.append(self._redact_flagged_line(line).encode("utf-8", "surrogatepass"))
             last = line_end
+        if not out:
+            return block
         out.append(encoded[last:])
         return b"".join(out).decode("utf-8", "surrogatepass")
 
