@@ -31,6 +31,7 @@ VENV_BIN = Path(sys.executable).parent
 SERVICES = ("tenancy", "audit", "predictor", "planner", "detector", "coordinator")
 COORDINATOR_REPLICAS = 2
 READY_TIMEOUT_S = 90.0
+DEMO_TENANT = "demo"
 
 log = logging.getLogger("mesh")
 
@@ -101,6 +102,7 @@ class Mesh:
             self._start_envoy()
             for name in SERVICES:
                 self.wait_serving(self.gateway_address, name, via_gateway=True)
+            self._ensure_tenant(DEMO_TENANT)
             self._write_env_file()
         except BaseException:
             self.down()
@@ -117,23 +119,34 @@ class Mesh:
         master = self.run_dir / "master.key"
         if not master.exists():
             _write_private(master, secrets.token_bytes(32).hex().encode())
-        self.operator_token = signer.mint(subject="operator", tenant="demo", roles=["operator", "viewer"],
+        self.operator_token = signer.mint(subject="operator", tenant=DEMO_TENANT, roles=["operator", "viewer"],
                                           ttl_seconds=12 * 3600)
         self.admin_token = signer.mint(subject="platform-admin", tenant="platform", roles=["admin", "viewer"],
                                        ttl_seconds=12 * 3600)
 
-    def _spawn(self, name: str, argv: list[str], env: Mapping[str, str]) -> Process:
+    def _spawn(self, name: str, argv: list[str], env: Mapping[str, str], *, detach: bool = False) -> Process:
+        """Start one process in its own session, its output in logs/<name>.log, its pid recorded.
+
+        `detach` re-parents it away from us at once (a double fork): Envoy here ends
+        with SIGTERM when the process that started it exits, even in its own session.
+        """
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
-                argv, cwd=ROOT, env={**os.environ, **env}, stdout=log_file, stderr=subprocess.STDOUT,
+                [sys.executable, "-c", _DETACH, *argv] if detach else argv, cwd=ROOT, env={**os.environ, **env},
+                stdout=subprocess.PIPE if detach else log_file, stderr=log_file,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
-        (self.pid_dir / f"{name}.pid").write_text(str(process.pid))
-        record = Process(name=name, pid=process.pid, log_path=log_path)
+        if detach:
+            out, _ = process.communicate(timeout=30)
+            pid = int(out.decode().strip())
+        else:
+            pid = process.pid
+            self._popen = getattr(self, "_popen", {})
+            self._popen[name] = process
+        (self.pid_dir / f"{name}.pid").write_text(str(pid))
+        record = Process(name=name, pid=pid, log_path=log_path)
         self.processes[name] = record
-        self._popen = getattr(self, "_popen", {})
-        self._popen[name] = process
         return record
 
     def _start_etcd(self) -> None:
@@ -167,6 +180,7 @@ class Mesh:
         coordinators = ",".join(f"127.0.0.1:{self.ports[c]}" for c in self.coordinator_names())
         env = {
             "PYTHONPATH": str(ROOT),
+            "OTEL_PYTHON_GRPC_EXCLUDED_SERVICES": "grpc.health.v1.Health,grpc.reflection.v1alpha.ServerReflection",
             "HG_LISTEN": self.service_address(name),
             "HG_PKI_DIR": str(self.pki_dir),
             "HG_DATA_DIR": str(self.run_dir / "data" / name),
@@ -185,7 +199,10 @@ class Mesh:
 
     def _start_service(self, name: str) -> None:
         service = name.split("-")[0]
-        self._spawn(name, [sys.executable, "-m", f"services.{service}"], self.service_env(name))
+        env = self.service_env(name)
+        if service == "tenancy":  # only tenancy holds the token signing key
+            env["HG_SETTING_SIGNING_KEY"] = str(self.pki.signing_key)
+        self._spawn(name, [sys.executable, "-m", f"services.{service}"], env)
 
     def _start_envoy(self) -> None:
         from deploy.envoy.gateway import GatewaySpec, render_gateway_config
@@ -204,7 +221,7 @@ class Mesh:
         self._spawn("envoy", [
             str(VENV_BIN / "envoy"), "-c", str(config_path), "--base-id", str(base_id),
             "--log-level", "warn", "--concurrency", "1",
-        ], {})
+        ], {}, detach=True)
 
     def wait_serving(self, address: str, service: str, *, via_gateway: bool, timeout: float = READY_TIMEOUT_S) -> None:
         import grpc
@@ -233,11 +250,32 @@ class Mesh:
         where = "through the gateway" if via_gateway else "directly"
         raise TimeoutError(f"{service} not SERVING {where} within {timeout:.0f} s (last: {last}); logs in {self.log_dir}")
 
+    def _ensure_tenant(self, tenant_id: str) -> None:
+        """The operator token printed by `make up` acts for this tenant: make sure it exists."""
+        import grpc
+
+        from healing_guard.tenancy.v1 import tenancy_pb2, tenancy_pb2_grpc
+
+        credentials = grpc.ssl_channel_credentials(
+            self.pki.ca.read_bytes(), self.pki.key("operator").read_bytes(), self.pki.cert("operator").read_bytes()
+        )
+        with grpc.secure_channel(self.gateway_address, credentials) as channel:
+            stub = tenancy_pb2_grpc.TenancyStub(channel)
+            try:
+                stub.CreateTenant(tenancy_pb2.CreateTenantRequest(tenant_id=tenant_id, display_name="Demo", plan="team"),
+                                  metadata=(("authorization", f"Bearer {self.admin_token}"),), timeout=10)
+            except grpc.RpcError as error:
+                if error.code() is not grpc.StatusCode.ALREADY_EXISTS:
+                    raise RuntimeError(f"could not create tenant {tenant_id!r}: {error.code().name} {error.details()}")
+
     def _check_alive(self, name: str) -> None:
         process = getattr(self, "_popen", {}).get(name)
-        if process is not None and process.poll() is not None:
+        record = self.processes.get(name)
+        gone = process.poll() is not None if process is not None else record is not None and not _alive(record.pid)
+        if gone:
             tail = _tail(self.log_dir / f"{name}.log")
-            raise RuntimeError(f"{name} exited with code {process.returncode}; last log lines:\n{tail}")
+            code = process.returncode if process is not None else "?"
+            raise RuntimeError(f"{name} exited with code {code}; last log lines:\n{tail}")
 
     def _write_env_file(self) -> None:
         values = {
@@ -289,6 +327,19 @@ class Mesh:
         process = getattr(self, "_popen", {}).get(name)
         if process is not None:
             process.wait(timeout=10)
+
+
+# Fork; the child starts a new session, sends its stdout to the log (stderr) and becomes
+# the program; the parent prints the child's pid and exits.
+_DETACH = (
+    "import os, sys\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    os.setsid()\n"
+    "    os.dup2(2, 1)\n"
+    "    os.execv(sys.argv[1], sys.argv[1:])\n"
+    "print(pid, flush=True)\n"
+)
 
 
 def _otlp_endpoint(env: Mapping[str, str]) -> tuple[str, int] | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from services.common.errors import InvalidArgument
 from services.common.vocabulary import ActionKind, FailureClass, Provider
@@ -45,6 +45,7 @@ class ActionRecord:
     idempotency_key: str
     failure_class: FailureClass
     expected_success: float = 0.0
+    always_run: bool = False
     job: dict[str, object] = field(default_factory=dict)   # JobRef fields
     cluster_id: str = ""
     state: ActionState = ActionState.ACTION_STATE_PENDING
@@ -57,6 +58,7 @@ class ActionRecord:
     updated_at: float = 0.0
     dispatched_by: str = ""
     outcome_delivered: bool = False
+    delivered_to: list[str] = field(default_factory=list)   # receivers that have the outcome
     trace_parent: str = ""
 
     @property
@@ -78,7 +80,8 @@ class ActionRecord:
         data["provider"] = Provider[data["provider"]]
         data["failure_class"] = FailureClass[data["failure_class"]]
         data["state"] = ActionState[data["state"]]
-        return cls(**data)
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
 
 
 def validate_plan_actions(actions: list[ActionRecord]) -> None:
@@ -109,7 +112,9 @@ def next_steps(plan_actions: Iterable[ActionRecord]) -> tuple[list[ActionRecord]
     for action in ordered:
         if healed:
             if action.state is ActionState.ACTION_STATE_PENDING:
-                skip.append(action)
+                (runnable if action.always_run else skip).append(action)
+                if action.always_run:
+                    break
             continue
         if action.state is ActionState.ACTION_STATE_SUCCEEDED:
             healed = True

@@ -36,7 +36,7 @@ def record_message(record: ActionRecord) -> coordinator_pb2.ActionRecord:
         action_id=record.action_id, tenant_id=record.tenant, plan_id=record.plan_id, failure_id=record.failure_id,
         action=common_pb2.Action(action_id=record.action_id, kind=int(record.kind), parameters=record.parameters,
                                  idempotency_key=record.idempotency_key, expected_success=record.expected_success,
-                                 order=record.order),
+                                 order=record.order, always_run=record.always_run),
         job=job_ref(record.job), failure_class=int(record.failure_class), state=int(record.state),
         executor_id=record.executor_id, attempts=record.attempts, detail=record.detail,
         provider_reference=record.provider_reference, created_at=timestamp(record.created_at),
@@ -73,6 +73,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
                 failure_id=plan.failure_id, order=index, kind=kind, provider=provider,
                 parameters=dict(action.parameters), idempotency_key=action.idempotency_key,
                 failure_class=failure_class, expected_success=action.expected_success, job=_job_dict(plan.job),
+                always_run=action.always_run,
                 cluster_id="", created_at=now, updated_at=now, trace_parent=trace_parent,
             ))
         validate_plan_actions(records)
@@ -219,7 +220,7 @@ def _own(record: ActionRecord) -> None:
 async def build(config: ServiceConfig, runtime: Runtime) -> Assembly:
     if runtime.etcd is None:
         raise SystemExit("coordinator needs etcd: set HG_ETCD_ENDPOINT")
-    from services.coordinator.executors.registry import executor_selector
+    from services.coordinator.routing import executor_selector
 
     store = ActionStore(runtime.etcd)
     leadership = Leadership(runtime.etcd, config.replica_id or f"coordinator-{os.getpid()}", config.address,

@@ -54,6 +54,7 @@ def plan_message(plan: Plan, diagnosis: common_pb2.Diagnosis | None = None, risk
             action_id=f"{plan.plan_id}-{order}", kind=int(action.kind), parameters=action.parameters,
             idempotency_key=action.idempotency_key, expected_success=action.expected_success,
             expected_runner_minutes=action.expected_minutes, expected_cost_usd=action.expected_usd, order=order,
+            always_run=not action.if_previous_failed and order > 0,
         ))
     return message
 
@@ -83,7 +84,9 @@ class PlannerServicer(planner_pb2_grpc.PlannerServicer):
         plan_request = PlanRequest(
             tenant=tenant, failure_id=diagnosis.failure_id, failure_class=failure_class,
             confidence=diagnosis.confidence, evidence=tuple(line.text for line in diagnosis.evidence[:5]),
-            cluster_id=diagnosis.cluster_id, attempt=max(1, diagnosis.job.attempt),
+            cluster_id=diagnosis.cluster_id,
+            # healing attempts already spent on this run: none on its first failure
+            attempt=max(0, diagnosis.job.attempt - 1),
             flaky_test=diagnosis.flaky_tests[0] if diagnosis.flaky_tests else None,
             last_good_revision=request.last_good_revision or None, job_duration_s=diagnosis.duration_seconds,
             risk=risk, risk_summary=risk_summary, runner=diagnosis.job.runner,

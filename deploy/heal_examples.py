@@ -1,0 +1,205 @@
+"""The main job, end to end through the gateway: report each sample failure in
+examples/, and show its diagnosis, plan, the action taken, the outcome, and the
+audit entries with an inclusion proof verified on this side (no trust in the server).
+
+    make demo                      # brings the mesh up, then runs this
+    python -m deploy.heal_examples [--only FILE] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import grpc
+
+from deploy.client import MeshClient, MeshConnection
+from healing_guard.audit.v1 import audit_pb2
+from healing_guard.common.v1 import common_pb2
+from healing_guard.coordinator.v1 import coordinator_pb2
+from healing_guard.detector.v1 import detector_pb2
+from services.audit.merkle import verify_inclusion
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+UNARY_LOG_LIMIT = 4 * 1024 * 1024
+CHUNK = 256 * 1024
+OUTCOME_TIMEOUT_S = 60.0
+
+PROVIDERS = {
+    "github_actions": common_pb2.PROVIDER_GITHUB_ACTIONS, "gitlab": common_pb2.PROVIDER_GITLAB,
+    "jenkins": common_pb2.PROVIDER_JENKINS, "generic": common_pb2.PROVIDER_GENERIC,
+    "local": common_pb2.PROVIDER_LOCAL,
+}
+
+
+@dataclass
+class HealReport:
+    file: str
+    expected_class: str
+    failure_id: str = ""
+    failure_class: str = ""
+    confidence: float = 0.0
+    evidence: list[str] = field(default_factory=list)
+    redactions: int = 0
+    plan: list[str] = field(default_factory=list)
+    rationale: str = ""
+    actions: list[dict[str, str]] = field(default_factory=list)
+    audit_entries: list[str] = field(default_factory=list)
+    audit_verified: bool = False
+    trace_id: str = ""
+    error: str = ""
+
+
+def failure_report(example: dict) -> detector_pb2.FailureReport:
+    job = common_pb2.JobRef(
+        provider=PROVIDERS[example["provider"]], repository=example["repository"], pipeline=example["pipeline"],
+        job=example["job"], run_id=str(example["run_id"]), attempt=int(example.get("attempt", 1)),
+        commit_sha=example["commit"], branch=example.get("branch", "main"), runner=example.get("runner", ""),
+    )
+    junit = (EXAMPLES / example["junit"]).read_bytes() if example.get("junit") else b""
+    return detector_pb2.FailureReport(job=job, exit_code=int(example.get("exit_code", 1)),
+                                      duration_seconds=float(example.get("duration_seconds", 0)), junit_xml=junit)
+
+
+def report_failure(client: MeshClient, example: dict, log: bytes) -> detector_pb2.ReportFailureResponse:
+    report = failure_report(example)
+    if len(log) <= UNARY_LOG_LIMIT:
+        return client.detector.ReportFailure(detector_pb2.ReportFailureRequest(report=report, log=log),
+                                             metadata=client.metadata, timeout=30)
+
+    def chunks():  # type: ignore[no-untyped-def]
+        yield detector_pb2.StreamFailureRequest(report=report)
+        for start in range(0, len(log), CHUNK):
+            yield detector_pb2.StreamFailureRequest(log_chunk=log[start:start + CHUNK])
+
+    return client.detector.StreamFailure(chunks(), metadata=client.metadata, timeout=120)
+
+
+def wait_for_actions(client: MeshClient, plan_id: str, timeout: float = OUTCOME_TIMEOUT_S) -> list:
+    """Poll (bounded) until every action of the plan is in a terminal state."""
+    terminal = {common_pb2.ACTION_STATE_SUCCEEDED, common_pb2.ACTION_STATE_FAILED, common_pb2.ACTION_STATE_SKIPPED,
+                common_pb2.ACTION_STATE_CANCELLED}
+    deadline = time.monotonic() + timeout
+    actions: list = []
+    while time.monotonic() < deadline:
+        actions = list(client.coordinator.ListActions(coordinator_pb2.ListActionsRequest(plan_id=plan_id),
+                                                      metadata=client.metadata, timeout=10).actions)
+        if actions and all(a.state in terminal for a in actions):
+            return actions
+        time.sleep(0.2)
+    states = ", ".join(common_pb2.ActionState.Name(a.state) for a in actions)
+    raise TimeoutError(f"plan {plan_id} not finished within {timeout:.0f} s (states: {states or 'none'})")
+
+
+def verify_audit(client: MeshClient, failure_id: str, expect_kinds: set[str], timeout: float = 10.0) -> tuple[list, bool]:
+    """The failure's audit entries, and whether the newest is provably in the signed tree."""
+    deadline = time.monotonic() + timeout
+    entries: list = []
+    while time.monotonic() < deadline:
+        entries = list(client.audit.ListEntries(audit_pb2.ListEntriesRequest(subject=failure_id, limit=100),
+                                                metadata=client.metadata, timeout=10).entries)
+        if expect_kinds <= {e.kind for e in entries}:
+            break
+        time.sleep(0.2)
+    if not entries:
+        return entries, False
+    head = client.audit.GetSignedTreeHead(audit_pb2.GetSignedTreeHeadRequest(), metadata=client.metadata, timeout=10)
+    newest = entries[-1]
+    proof = client.audit.GetInclusionProof(
+        audit_pb2.GetInclusionProofRequest(index=newest.index, tree_size=head.tree_size),
+        metadata=client.metadata, timeout=10)
+    verified = verify_inclusion(newest.leaf_hash, newest.index, head.tree_size, list(proof.hashes), head.root_hash)
+    return entries, verified
+
+
+def heal(client: MeshClient, example: dict) -> HealReport:
+    log = (EXAMPLES / example["file"]).read_bytes()
+    report = HealReport(file=example["file"], expected_class=example.get("expected_class", ""))
+    try:
+        answer = report_failure(client, example, log)
+    except grpc.RpcError as error:
+        report.error = f"{error.code().name}: {error.details()}"
+        return report
+    diagnosis = answer.diagnosis
+    report.failure_id = diagnosis.failure_id
+    report.failure_class = common_pb2.FailureClass.Name(diagnosis.failure_class)
+    report.confidence = round(diagnosis.confidence, 3)
+    report.evidence = [f"{line.line}: {line.text}" for line in diagnosis.evidence[:3]]
+    report.redactions = diagnosis.redactions
+    if answer.HasField("plan"):
+        report.plan = [common_pb2.ActionKind.Name(a.kind) for a in answer.plan.actions]
+        report.rationale = answer.plan.rationale
+        try:
+            for action in wait_for_actions(client, answer.plan.plan_id):
+                report.actions.append({
+                    "kind": common_pb2.ActionKind.Name(action.action.kind),
+                    "state": common_pb2.ActionState.Name(action.state).removeprefix("ACTION_STATE_"),
+                    "detail": action.detail, "by": action.dispatched_by,
+                })
+        except TimeoutError as error:
+            report.error = str(error)
+    expected = {"DIAGNOSIS", "PLAN"} | ({"OUTCOME"} if report.actions else set())
+    entries, report.audit_verified = verify_audit(client, diagnosis.failure_id, expected)
+    report.audit_entries = [f"#{e.index} {e.kind}" for e in entries]
+    if answer.warnings:
+        report.error = "; ".join(answer.warnings)
+    return report
+
+
+def print_report(report: HealReport) -> None:
+    print(f"\n== {report.file}  (expected {report.expected_class})")
+    if report.error and not report.failure_id:
+        print(f"   error: {report.error}")
+        return
+    print(f"   diagnosis : {report.failure_class} (confidence {report.confidence:.2f}), "
+          f"{report.redactions} secret(s) redacted, failure {report.failure_id}")
+    for line in report.evidence:
+        print(f"   evidence  : {line[:110]}")
+    print(f"   plan      : {' -> '.join(report.plan) or '(none)'}")
+    if report.rationale:
+        print(f"   because   : {report.rationale.splitlines()[0][:110]}")
+    for action in report.actions:
+        print(f"   action    : {action['kind']} {action['state']} by {action['by'] or '-'}: {action['detail'][:80]}")
+    proof = "inclusion proof verified against the signed tree head" if report.audit_verified else "NOT verified"
+    print(f"   audit     : {', '.join(report.audit_entries)} — {proof}")
+    if report.error:
+        print(f"   warning   : {report.error}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deploy.heal_examples", description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help="heal only this example file")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    parser.add_argument("--env-file", type=Path, default=ROOT / ".run" / "mesh.env")
+    args = parser.parse_args(argv)
+    examples = json.loads((EXAMPLES / "manifest.json").read_text())
+    if args.only:
+        examples = [e for e in examples if e["file"] == args.only]
+        if not examples:
+            print(f"no example named {args.only!r} in examples/manifest.json", file=sys.stderr)
+            return 2
+    reports = []
+    with MeshClient(MeshConnection.from_env(env_file=args.env_file)) as client:
+        for example in examples:
+            report = heal(client, example)
+            reports.append(report)
+            if not args.json:
+                print_report(report)
+    if args.json:
+        print(json.dumps([asdict(r) for r in reports], indent=2))
+    else:
+        healed = sum(1 for r in reports if any(a["state"] == "SUCCEEDED" for a in r.actions))
+        right = sum(1 for r in reports if r.failure_class == r.expected_class)
+        verified = sum(1 for r in reports if r.audit_verified)
+        print(f"\n{len(reports)} failures: {right} diagnosed as expected, {healed} with a successful action, "
+              f"{verified} with verified audit proofs")
+    return 0 if all(not r.error or r.failure_id for r in reports) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
