@@ -27,6 +27,7 @@ import argparse
 import codecs
 import json
 import logging
+import os
 import re
 import sys
 from collections import deque
@@ -382,8 +383,16 @@ class Diagnoser:
         return excerpt if len(excerpt) <= MAX_EXCERPT_BYTES else excerpt[:MAX_EXCERPT_BYTES]
 
 
-def _load_model() -> FailureModel | None:
-    """The trained model if services.detector.model offers one; patterns alone otherwise."""
+def _default_model_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "healing-guard" / "detector-model.bin"
+
+
+def _load_model(cache_path: Path | None = None) -> FailureModel | None:
+    """The trained model if services.detector.model offers one; patterns alone otherwise.
+
+    The first load trains the default model (seconds) and caches it at `cache_path`.
+    """
     try:
         from services.detector import model as model_module  # noqa: PLC0415
     except Exception:  # the model module is optional and may not exist yet
@@ -393,7 +402,9 @@ def _load_model() -> FailureModel | None:
     if loader is None:
         return None
     try:
-        return loader()
+        if cache_path is not None:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+        return loader(cache_path)
     except Exception:
         logger.debug("trained model failed to load", exc_info=True)
         return None
@@ -411,11 +422,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--junit", type=Path, help="a JUnit XML report of the same job")
     parser.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
     parser.add_argument("--no-model", action="store_true", help="patterns only, even if a trained model is available")
+    parser.add_argument("--model", type=Path, default=None, help="where the trained model is cached (default: ~/.cache/healing-guard/detector-model.bin)")
     parser.add_argument("--threshold", type=float, default=0.6, help="confidence below which the class is UNKNOWN")
     args = parser.parse_args(argv)
     try:
         junit = args.junit.read_bytes() if args.junit else None
-        diagnoser = Diagnoser(model=None if args.no_model else _load_model(), confidence_threshold=args.threshold)
+        if not args.log.is_file():
+            raise FileNotFoundError(2, "no such file", str(args.log))
+        model = None if args.no_model else _load_model(args.model or _default_model_cache())
+        diagnoser = Diagnoser(model=model, confidence_threshold=args.threshold)
         result = diagnoser.diagnose_stream(_read_chunks(args.log), junit)
     except OSError as error:
         print(f"error: cannot read {error.filename}: {error.strerror}", file=sys.stderr)

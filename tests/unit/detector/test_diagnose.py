@@ -147,6 +147,6 @@ def test_cli_runs_as_a_module_and_reports_missing_files() -> None:
     )
     assert done.returncode == 0 and done.stdout.startswith("TIMEOUT")
     missing = subprocess.run(
-        [sys.executable, "-m", "services.detector.diagnose", "/nonexistent.log"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "services.detector.diagnose", "/nonexistent.log", "--no-model"], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert missing.returncode == 1 and "cannot read" in missing.stderr
