@@ -227,11 +227,11 @@ def _run_job(
     if rng.random() < config.point_anomaly_rate:
         anomaly = rng.choice(["slow_runner", "stuck_queue", "memory_spike"])
         if anomaly == "slow_runner":
-            duration *= rng.uniform(2.5, 5.0)
+            duration *= rng.uniform(1.3, 4.0)
         elif anomaly == "stuck_queue":
-            queue += rng.uniform(20, 90) * 60
+            queue += rng.uniform(3, 90) * 60
         else:
-            memory += rng.uniform(0.3, 0.5)
+            memory += rng.uniform(0.06, 0.5)
     leaked = job.leak
     memory += leaked
     unclear = False
