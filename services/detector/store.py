@@ -1,0 +1,303 @@
+"""The detector's tables (the only module here that speaks SQL).
+
+Everything is keyed by tenant; a query never crosses tenants. Evidence and
+redacted excerpts are sealed (AES-256-GCM, per-tenant key) before they are
+written. Built-in patterns live in code (tenant ""), are visible to every
+tenant and read-only; tenant patterns are rows here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from services.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
+from services.common.sqlite import Database
+from services.common.vocabulary import FailureClass
+from services.detector.diagnose import DiagnosisResult
+from services.detector.evidence import EvidenceLine
+from services.detector.patterns import BUILTIN_TENANT, KnowledgeBase, Pattern, default_patterns, validate_pattern
+from services.detector.sealing import Sealer, WrappedKey
+
+MIGRATIONS = [
+    """
+    CREATE TABLE tenant_keys (tenant TEXT PRIMARY KEY, wrapped BLOB NOT NULL);
+    CREATE TABLE failures (
+        tenant TEXT NOT NULL, failure_id TEXT NOT NULL, provider TEXT NOT NULL, repository TEXT NOT NULL,
+        pipeline TEXT NOT NULL, job TEXT NOT NULL, run_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+        commit_sha TEXT NOT NULL, branch TEXT NOT NULL, exit_code INTEGER NOT NULL,
+        duration_seconds REAL NOT NULL, runner TEXT NOT NULL, created_at REAL NOT NULL,
+        PRIMARY KEY (tenant, failure_id)
+    );
+    CREATE TABLE diagnoses (
+        tenant TEXT NOT NULL, failure_id TEXT NOT NULL, failure_class INTEGER NOT NULL, confidence REAL NOT NULL,
+        signature TEXT NOT NULL, template TEXT NOT NULL, decided_by TEXT NOT NULL, pattern_id TEXT NOT NULL,
+        sealed_evidence BLOB NOT NULL, created_at REAL NOT NULL,
+        PRIMARY KEY (tenant, failure_id),
+        FOREIGN KEY (tenant, failure_id) REFERENCES failures (tenant, failure_id)
+    );
+    CREATE INDEX diagnoses_by_signature ON diagnoses (tenant, signature);
+    CREATE TABLE patterns (
+        tenant TEXT NOT NULL, pattern_id TEXT NOT NULL, failure_class INTEGER NOT NULL, expression TEXT NOT NULL,
+        description TEXT NOT NULL, remediation_hint TEXT NOT NULL, priority INTEGER NOT NULL, enabled INTEGER NOT NULL,
+        updated_at REAL NOT NULL, PRIMARY KEY (tenant, pattern_id)
+    );
+    CREATE TABLE test_runs (
+        tenant TEXT NOT NULL, test_name TEXT NOT NULL, commit_sha TEXT NOT NULL, run_id TEXT NOT NULL,
+        passed INTEGER NOT NULL, recorded_at REAL NOT NULL
+    );
+    CREATE INDEX test_runs_by_test ON test_runs (tenant, test_name, commit_sha);
+    CREATE TABLE outcomes (
+        tenant TEXT NOT NULL, failure_id TEXT NOT NULL, action TEXT NOT NULL, succeeded INTEGER NOT NULL,
+        detail TEXT NOT NULL, recorded_at REAL NOT NULL
+    );
+    CREATE INDEX outcomes_by_failure ON outcomes (tenant, failure_id);
+    """
+]
+
+
+@dataclass(frozen=True)
+class FailureRecord:
+    tenant: str
+    failure_id: str
+    provider: str
+    repository: str
+    pipeline: str
+    job: str
+    run_id: str
+    attempt: int
+    commit: str
+    branch: str
+    exit_code: int
+    duration_seconds: float
+    runner: str
+
+
+@dataclass(frozen=True)
+class StoredDiagnosis:
+    tenant: str
+    failure_id: str
+    failure_class: FailureClass
+    confidence: float
+    signature: str
+    template: str
+    decided_by: str
+    pattern_id: str
+    evidence: list[EvidenceLine]
+    redacted_excerpt: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class TestRun:
+    test_name: str
+    commit: str
+    run_id: str
+    passed: bool
+    recorded_at: float
+
+
+def _require_tenant(tenant: str) -> None:
+    if not tenant:
+        raise InvalidArgument("tenant", "must be set (it comes from the caller's token)")
+
+
+class DetectorStore:
+    def __init__(self, database: Database, sealer: Sealer) -> None:
+        self._db = database
+        self._sealer = sealer
+        self._builtin = {p.pattern_id: p for p in default_patterns()}
+
+    @classmethod
+    def open(cls, path: str, sealer: Sealer) -> DetectorStore:
+        return cls(Database(path, MIGRATIONS), sealer)
+
+    # --- keys ------------------------------------------------------------------
+    def _tenant_key(self, tenant: str) -> WrappedKey:
+        with self._db.read() as conn:
+            row = conn.execute("SELECT wrapped FROM tenant_keys WHERE tenant = ?", (tenant,)).fetchone()
+        if row is not None:
+            return WrappedKey(tenant, bytes(row["wrapped"]))
+        wrapped = self._sealer.new_tenant_key(tenant)
+        with self._db.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO tenant_keys (tenant, wrapped) VALUES (?, ?)", (tenant, wrapped.blob))
+            row = conn.execute("SELECT wrapped FROM tenant_keys WHERE tenant = ?", (tenant,)).fetchone()
+        return WrappedKey(tenant, bytes(row["wrapped"]))
+
+    def shred_tenant(self, tenant: str) -> None:
+        """Crypto-shredding: without the wrapped key the tenant's sealed evidence never opens again."""
+        _require_tenant(tenant)
+        with self._db.transaction() as conn:
+            conn.execute("DELETE FROM tenant_keys WHERE tenant = ?", (tenant,))
+
+    # --- failures and diagnoses ------------------------------------------------
+    def record_failure(self, failure: FailureRecord) -> None:
+        _require_tenant(failure.tenant)
+        if failure.attempt < 1:
+            raise InvalidArgument("attempt", f"must be >= 1, got {failure.attempt}")
+        with self._db.transaction() as conn:
+            if conn.execute("SELECT 1 FROM failures WHERE tenant = ? AND failure_id = ?", (failure.tenant, failure.failure_id)).fetchone():
+                raise AlreadyExists("failure", failure.failure_id)
+            conn.execute(
+                "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (failure.tenant, failure.failure_id, failure.provider, failure.repository, failure.pipeline, failure.job,
+                 failure.run_id, failure.attempt, failure.commit, failure.branch, failure.exit_code,
+                 failure.duration_seconds, failure.runner, time.time()),
+            )
+
+    def get_failure(self, tenant: str, failure_id: str) -> FailureRecord:
+        with self._db.read() as conn:
+            row = conn.execute("SELECT * FROM failures WHERE tenant = ? AND failure_id = ?", (tenant, failure_id)).fetchone()
+        if row is None:
+            raise NotFound("failure", failure_id)
+        return FailureRecord(
+            tenant=row["tenant"], failure_id=row["failure_id"], provider=row["provider"], repository=row["repository"],
+            pipeline=row["pipeline"], job=row["job"], run_id=row["run_id"], attempt=row["attempt"], commit=row["commit_sha"],
+            branch=row["branch"], exit_code=row["exit_code"], duration_seconds=row["duration_seconds"], runner=row["runner"],
+        )
+
+    def save_diagnosis(self, tenant: str, failure_id: str, result: DiagnosisResult) -> None:
+        _require_tenant(tenant)
+        secret = json.dumps({
+            "evidence": [[e.line, e.text] for e in result.evidence],
+            "excerpt": result.redacted_excerpt,
+            "template": result.template,  # derived from a log line, so sealed too
+        }).encode("utf-8")
+        sealed = self._sealer.seal(self._tenant_key(tenant), failure_id, secret)
+        with self._db.transaction() as conn:
+            if not conn.execute("SELECT 1 FROM failures WHERE tenant = ? AND failure_id = ?", (tenant, failure_id)).fetchone():
+                raise NotFound("failure", failure_id)
+            conn.execute(
+                "INSERT OR REPLACE INTO diagnoses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (tenant, failure_id, int(result.failure_class), result.confidence, result.signature, "",
+                 result.decided_by, result.pattern_id, sealed, time.time()),
+            )
+
+    def get_diagnosis(self, tenant: str, failure_id: str) -> StoredDiagnosis:
+        with self._db.read() as conn:
+            row = conn.execute("SELECT * FROM diagnoses WHERE tenant = ? AND failure_id = ?", (tenant, failure_id)).fetchone()
+        if row is None:
+            raise NotFound("diagnosis", failure_id)
+        opened = json.loads(self._sealer.open(self._tenant_key(tenant), failure_id, bytes(row["sealed_evidence"])))
+        return StoredDiagnosis(
+            tenant=tenant, failure_id=failure_id, failure_class=FailureClass(row["failure_class"]),
+            confidence=row["confidence"], signature=row["signature"], template=opened.get("template", ""),
+            decided_by=row["decided_by"], pattern_id=row["pattern_id"],
+            evidence=[EvidenceLine(line, text) for line, text in opened["evidence"]],
+            redacted_excerpt=opened["excerpt"], created_at=row["created_at"],
+        )
+
+    def failures_with_signature(self, tenant: str, signature: str, limit: int = 100) -> list[str]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT failure_id FROM diagnoses WHERE tenant = ? AND signature = ? ORDER BY created_at DESC LIMIT ?",
+                (tenant, signature, limit),
+            ).fetchall()
+        return [r["failure_id"] for r in rows]
+
+    # --- patterns --------------------------------------------------------------
+    def _check_editable(self, tenant: str, pattern_id: str) -> None:
+        _require_tenant(tenant)
+        if pattern_id in self._builtin:
+            raise PermissionDenied(
+                f"pattern {pattern_id!r} is built in and read-only; create a tenant pattern with another pattern_id"
+            )
+
+    def create_pattern(self, pattern: Pattern) -> Pattern:
+        if pattern.tenant == BUILTIN_TENANT:
+            raise PermissionDenied("built-in patterns (tenant \"\") are read-only")
+        self._check_editable(pattern.tenant, pattern.pattern_id)
+        pattern = validate_pattern(pattern)
+        with self._db.transaction() as conn:
+            if conn.execute("SELECT 1 FROM patterns WHERE tenant = ? AND pattern_id = ?", (pattern.tenant, pattern.pattern_id)).fetchone():
+                raise AlreadyExists("pattern", pattern.pattern_id)
+            self._write_pattern(conn, pattern)
+        return pattern
+
+    def update_pattern(self, pattern: Pattern) -> Pattern:
+        self._check_editable(pattern.tenant, pattern.pattern_id)
+        pattern = validate_pattern(pattern)
+        with self._db.transaction() as conn:
+            if not conn.execute("SELECT 1 FROM patterns WHERE tenant = ? AND pattern_id = ?", (pattern.tenant, pattern.pattern_id)).fetchone():
+                raise NotFound("pattern", pattern.pattern_id)
+            self._write_pattern(conn, pattern)
+        return pattern
+
+    def delete_pattern(self, tenant: str, pattern_id: str) -> None:
+        self._check_editable(tenant, pattern_id)
+        with self._db.transaction() as conn:
+            if conn.execute("DELETE FROM patterns WHERE tenant = ? AND pattern_id = ?", (tenant, pattern_id)).rowcount == 0:
+                raise NotFound("pattern", pattern_id)
+
+    @staticmethod
+    def _write_pattern(conn, pattern: Pattern) -> None:  # type: ignore[no-untyped-def]
+        conn.execute(
+            "INSERT OR REPLACE INTO patterns VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (pattern.tenant, pattern.pattern_id, int(pattern.failure_class), pattern.expression, pattern.description,
+             pattern.remediation_hint, pattern.priority, int(pattern.enabled), time.time()),
+        )
+
+    def get_pattern(self, tenant: str, pattern_id: str) -> Pattern:
+        if pattern_id in self._builtin:
+            return self._builtin[pattern_id]
+        with self._db.read() as conn:
+            row = conn.execute("SELECT * FROM patterns WHERE tenant = ? AND pattern_id = ?", (tenant, pattern_id)).fetchone()
+        if row is None:
+            raise NotFound("pattern", pattern_id)
+        return self._pattern(row)
+
+    def list_patterns(self, tenant: str, include_builtin: bool = True) -> list[Pattern]:
+        with self._db.read() as conn:
+            rows = conn.execute("SELECT * FROM patterns WHERE tenant = ? ORDER BY pattern_id", (tenant,)).fetchall()
+        own = [self._pattern(r) for r in rows]
+        return (list(self._builtin.values()) if include_builtin else []) + own
+
+    def knowledge_base(self, tenant: str) -> KnowledgeBase:
+        """The built-in patterns plus this tenant's own (build once per change and reuse)."""
+        return KnowledgeBase(self.list_patterns(tenant))
+
+    @staticmethod
+    def _pattern(row) -> Pattern:  # type: ignore[no-untyped-def]
+        return Pattern(
+            pattern_id=row["pattern_id"], tenant=row["tenant"], failure_class=FailureClass(row["failure_class"]),
+            expression=row["expression"], description=row["description"], remediation_hint=row["remediation_hint"],
+            priority=row["priority"], enabled=bool(row["enabled"]),
+        )
+
+    # --- test history and outcomes ---------------------------------------------
+    def record_test_result(self, tenant: str, test_name: str, commit: str, run_id: str, passed: bool) -> None:
+        _require_tenant(tenant)
+        if not test_name:
+            raise InvalidArgument("test_name", "must be non-empty")
+        with self._db.transaction() as conn:
+            conn.execute("INSERT INTO test_runs VALUES (?, ?, ?, ?, ?, ?)", (tenant, test_name, commit, run_id, int(passed), time.time()))
+
+    def test_history(self, tenant: str, test_name: str, limit: int = 200) -> list[TestRun]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT * FROM test_runs WHERE tenant = ? AND test_name = ? ORDER BY recorded_at DESC, rowid DESC LIMIT ?",
+                (tenant, test_name, limit),
+            ).fetchall()
+        return [TestRun(r["test_name"], r["commit_sha"], r["run_id"], bool(r["passed"]), r["recorded_at"]) for r in rows]
+
+    def flaky_on_commit(self, tenant: str, test_name: str, commit: str) -> bool:
+        """The same test both failed and passed on the same commit: flaky by definition."""
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT MIN(passed) AS lo, MAX(passed) AS hi FROM test_runs WHERE tenant = ? AND test_name = ? AND commit_sha = ?",
+                (tenant, test_name, commit),
+            ).fetchone()
+        return row["lo"] == 0 and row["hi"] == 1
+
+    def record_outcome(self, tenant: str, failure_id: str, action: str, succeeded: bool, detail: str = "") -> None:
+        _require_tenant(tenant)
+        with self._db.transaction() as conn:
+            conn.execute("INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?)", (tenant, failure_id, action, int(succeeded), detail, time.time()))
+
+    def outcomes(self, tenant: str, failure_id: str) -> list[tuple[str, bool, str]]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT action, succeeded, detail FROM outcomes WHERE tenant = ? AND failure_id = ? ORDER BY rowid", (tenant, failure_id)
+            ).fetchall()
+        return [(r["action"], bool(r["succeeded"]), r["detail"]) for r in rows]
