@@ -1,4 +1,4 @@
 from services.common.runtime import run
-from services.tenancy.server import build
+from services.tenancy.server import LIVE_DEFAULTS, build
 
-run("tenancy", build)
+run("tenancy", build, LIVE_DEFAULTS)

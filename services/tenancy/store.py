@@ -11,8 +11,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common.envelope import WrappedKey
 from services.common.errors import AlreadyExists, NotFound, QuotaExceeded
 from services.common.sqlite import Database
+from services.tenancy.billing import UsageEvent
+from services.tenancy.keys import SigningKey
 from services.tenancy.quotas import DEFAULT_LIMITS, Resource, window_of
 from services.tenancy.tenants import Tenant, TenantState
 
@@ -57,6 +60,40 @@ MIGRATIONS = [
         at REAL NOT NULL
     );
     CREATE INDEX security_by_tenant ON security_events (tenant_id, at);
+    """,
+    """
+    CREATE TABLE issued_tokens (
+        token_id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        roles TEXT NOT NULL,
+        issued_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        issued_by TEXT NOT NULL
+    );
+    ALTER TABLE revoked_tokens ADD COLUMN tenant_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE revoked_tokens ADD COLUMN expires_at REAL NOT NULL DEFAULT 0;
+    CREATE TABLE signing_keys (
+        kid TEXT PRIMARY KEY,
+        private_blob BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        retire_at REAL NOT NULL
+    );
+    CREATE TABLE data_keys (
+        tenant_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        master_key_id TEXT NOT NULL,
+        wrapped BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (tenant_id, version)
+    );
+    CREATE TABLE tenant_secrets (
+        tenant_id TEXT NOT NULL REFERENCES tenants(tenant_id),
+        name TEXT NOT NULL,
+        sealed BLOB NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (tenant_id, name)
+    );
     """,
 ]
 
@@ -166,6 +203,23 @@ class TenancyStore:
             ).fetchall()
         return {Resource(row[0]): int(row[1]) for row in rows}
 
+    def usage_events(self, tenant_id: str, start: float, end: float) -> list[UsageEvent]:
+        """The stored events of a period, in (time, request id) order: what a bill is computed from."""
+        with self.db.read() as conn:
+            self._require_tenant(conn, tenant_id)
+            rows = conn.execute(
+                "SELECT request_id, resource, amount, at FROM usage_events "
+                "WHERE tenant_id = ? AND at >= ? AND at < ? ORDER BY at, request_id",
+                (tenant_id, start, end),
+            ).fetchall()
+        return [UsageEvent(row[0], Resource(row[1]), int(row[2]), float(row[3])) for row in rows]
+
+    def limits(self, tenant_id: str) -> dict[Resource, int]:
+        """The effective limit of every resource (set, else the plan's default)."""
+        with self.db.read() as conn:
+            self._require_tenant(conn, tenant_id)
+            return {r: self._state(conn, tenant_id, r, 0.0).limit for r in Resource if r.value}
+
     def _require_tenant(self, conn, tenant_id: str) -> Tenant:  # type: ignore[no-untyped-def]
         row = conn.execute("SELECT * FROM tenants WHERE tenant_id = ?", (tenant_id,)).fetchone()
         if row is None:
@@ -189,9 +243,86 @@ class TenancyStore:
         return QuotaState(tenant_id, resource, limit, int(used), window.start, window.end)
 
     # -- tokens and security --------------------------------------------------------------
-    def revoke(self, token_id: str, reason: str, now: float) -> None:
+    def record_issued(self, token_id: str, tenant_id: str, subject: str, roles: list[str], issued_at: float,
+                      expires_at: float, issued_by: str) -> None:
         with self.db.transaction() as conn:
-            conn.execute("INSERT OR IGNORE INTO revoked_tokens VALUES (?, ?, ?)", (token_id, reason, now))
+            conn.execute("INSERT INTO issued_tokens VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (token_id, tenant_id, subject, json.dumps(sorted(roles)), issued_at, expires_at, issued_by))
+
+    def issued(self, token_id: str) -> dict[str, object] | None:
+        with self.db.read() as conn:
+            row = conn.execute("SELECT * FROM issued_tokens WHERE token_id = ?", (token_id,)).fetchone()
+        return dict(row) if row is not None else None
+
+    def revoke(self, token_id: str, reason: str, now: float, tenant_id: str = "", expires_at: float = 0.0) -> bool:
+        """Record a revocation; False if the token was already revoked."""
+        with self.db.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO revoked_tokens (token_id, reason, revoked_at, tenant_id, expires_at) "
+                "VALUES (?, ?, ?, ?, ?)", (token_id, reason, now, tenant_id, expires_at))
+            return cursor.rowcount == 1
+
+    def revoked_since(self, now: float) -> list[dict[str, object]]:
+        """Revocations of tokens that may still be live (to republish to etcd at start)."""
+        with self.db.read() as conn:
+            rows = conn.execute("SELECT * FROM revoked_tokens WHERE expires_at = 0 OR expires_at > ?",
+                                (now,)).fetchall()
+        return [dict(row) for row in rows]
+
+    # -- signing keys (private parts sealed by the caller) -------------------------------
+    def signing_keys(self) -> list[tuple[str, bytes, float, float]]:
+        with self.db.read() as conn:
+            rows = conn.execute("SELECT kid, private_blob, created_at, retire_at FROM signing_keys "
+                                "ORDER BY created_at").fetchall()
+        return [(row[0], bytes(row[1]), float(row[2]), float(row[3])) for row in rows]
+
+    def save_signing_keys(self, keys: list[tuple[SigningKey, bytes]]) -> None:
+        """Insert or update keys; each comes with its sealed private part."""
+        with self.db.transaction() as conn:
+            for key, sealed in keys:
+                conn.execute("INSERT INTO signing_keys VALUES (?, ?, ?, ?) ON CONFLICT (kid) DO UPDATE SET "
+                             "retire_at = excluded.retire_at", (key.kid, sealed, key.created_at, key.retire_at))
+
+    # -- envelope data keys (services.common.envelope.KeyStore) ---------------------------
+    def wrapped_keys(self, tenant_id: str) -> list[WrappedKey]:
+        with self.db.read() as conn:
+            rows = conn.execute("SELECT * FROM data_keys WHERE tenant_id = ? ORDER BY version",
+                                (tenant_id,)).fetchall()
+        return [_wrapped(row) for row in rows]
+
+    def all_wrapped_keys(self) -> list[WrappedKey]:
+        with self.db.read() as conn:
+            rows = conn.execute("SELECT * FROM data_keys ORDER BY tenant_id, version").fetchall()
+        return [_wrapped(row) for row in rows]
+
+    def put_wrapped_key(self, key: WrappedKey) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("INSERT INTO data_keys VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, version) DO UPDATE "
+                         "SET master_key_id = excluded.master_key_id, wrapped = excluded.wrapped",
+                         (key.tenant_id, key.version, key.master_key_id, key.wrapped, key.created_at))
+
+    def delete_wrapped_keys(self, tenant_id: str) -> int:
+        with self.db.transaction() as conn:
+            return conn.execute("DELETE FROM data_keys WHERE tenant_id = ?", (tenant_id,)).rowcount
+
+    # -- tenant secrets (sealed by the caller) --------------------------------------------
+    def put_secrets(self, tenant_id: str, sealed: dict[str, bytes | None], now: float) -> None:
+        """Set (bytes) or delete (None) sealed secrets, all in one transaction."""
+        with self.db.transaction() as conn:
+            self._require_tenant(conn, tenant_id)
+            for name, blob in sealed.items():
+                if blob is None:
+                    conn.execute("DELETE FROM tenant_secrets WHERE tenant_id = ? AND name = ?", (tenant_id, name))
+                else:
+                    conn.execute("INSERT INTO tenant_secrets VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, name) "
+                                 "DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+                                 (tenant_id, name, blob, now))
+
+    def secrets(self, tenant_id: str) -> dict[str, bytes]:
+        with self.db.read() as conn:
+            rows = conn.execute("SELECT name, sealed FROM tenant_secrets WHERE tenant_id = ? ORDER BY name",
+                                (tenant_id,)).fetchall()
+        return {row[0]: bytes(row[1]) for row in rows}
 
     def is_revoked(self, token_id: str) -> bool:
         with self.db.read() as conn:
@@ -210,6 +341,11 @@ class TenancyStore:
                 (tenant_id, tenant_id, since, limit),
             ).fetchall()
         return [dict(row) for row in rows]
+
+
+def _wrapped(row) -> WrappedKey:  # type: ignore[no-untyped-def]
+    return WrappedKey(row["tenant_id"], int(row["version"]), row["master_key_id"], bytes(row["wrapped"]),
+                      float(row["created_at"]))
 
 
 def _tenant(row) -> Tenant:  # type: ignore[no-untyped-def]

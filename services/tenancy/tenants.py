@@ -52,3 +52,45 @@ def new_tenant(tenant_id: str, display_name: str, plan: str, now: float) -> Tena
     if len(display_name) > 200:
         raise InvalidArgument("display_name", f"must be at most 200 characters, got {len(display_name)}")
     return Tenant(tenant_id=tenant_id, display_name=display_name or tenant_id, plan=plan, created_at=now)
+
+
+CONFIG_KEY = re2.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+SECRET_PREFIX = "secret."
+MAX_CONFIG_KEYS = 64
+MAX_CONFIG_VALUE = 4096
+SECRET_PLACEHOLDER = "(encrypted)"
+
+
+def split_config(config: dict[str, str], field_name: str = "tenant.config") -> tuple[dict[str, str], dict[str, str]]:
+    """Validate a config change; return (plain settings, secrets). An empty value deletes the key.
+
+    Keys starting with "secret." are tenant secrets: stored encrypted under the
+    tenant's data key, never returned (GetTenant shows them as "(encrypted)").
+    """
+    if len(config) > MAX_CONFIG_KEYS:
+        raise InvalidArgument(field_name, f"at most {MAX_CONFIG_KEYS} keys per change, got {len(config)}")
+    plain: dict[str, str] = {}
+    secrets: dict[str, str] = {}
+    for key, value in sorted(config.items()):
+        if not CONFIG_KEY.match(key):
+            raise InvalidArgument(f"{field_name}[{key[:40]!r}]",
+                                  "keys are 1..64 of a-z, 0-9, '_', '.', '-', starting with a letter")
+        if len(value) > MAX_CONFIG_VALUE:
+            raise InvalidArgument(f"{field_name}[{key!r}]", f"values are at most {MAX_CONFIG_VALUE} characters, "
+                                                           f"got {len(value)}")
+        if key.startswith(SECRET_PREFIX):
+            if value == SECRET_PLACEHOLDER:
+                continue  # a read-modify-write echoing the placeholder changes nothing
+            secrets[key] = value
+        else:
+            plain[key] = value
+    return plain, secrets
+
+
+def merge_config(current: dict[str, str], change: dict[str, str]) -> dict[str, str]:
+    merged = {**current, **change}
+    merged = {key: value for key, value in merged.items() if value != ""}
+    if len(merged) > MAX_CONFIG_KEYS:
+        raise InvalidArgument("tenant.config", f"a tenant has at most {MAX_CONFIG_KEYS} settings, "
+                                               f"this change makes {len(merged)}")
+    return merged
