@@ -1,11 +1,19 @@
 """The leader's dispatch loop: run each plan's next action exactly once.
 
 Only the elected leader dispatches, and every write it makes is fenced on its
-term. An action is first CLAIMED (fenced, with a claim key under the leader's
-lease), then executed by the executor for its provider — which checks the
-provider's state first, so a re-dispatch after a crash does not act twice — and
-then finished (fenced). A new leader re-dispatches claims whose holder's lease is
-gone, and delivers outcomes that were not yet delivered.
+term. The leader keeps a view of the queue (one range read, then a watch from the
+next revision) and, on every change, decides which runnable actions start:
+fairly across tenants and within the live concurrency limits
+(`services.coordinator.scheduling`). An action is first CLAIMED (fenced, with a
+claim key under the leader's lease), then executed by the executor for its
+provider — which checks the provider's state first, so a re-dispatch after a
+crash does not act twice — and then finished (fenced). A new leader reclaims
+claims whose holder's lease is gone, and delivers outcomes not yet delivered,
+remembering per receiver who already has each one.
+
+Actions of a provider for which an external executor is registered are left for
+that executor's `ClaimAction`; the others run here, each provider with its own
+worker threads so a slow provider never holds up another.
 """
 
 from __future__ import annotations
@@ -15,8 +23,10 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -27,68 +37,97 @@ from services.common.vocabulary import ActionKind, Provider
 from services.coordinator.actions import ActionRecord, ActionState, next_steps
 from services.coordinator.executors.base import ActionRequest, ActionResult, ActionStatus, Executor
 from services.coordinator.leadership import Leadership
-from services.coordinator.notify import OutcomeNotifier
-from services.coordinator.store import ActionStore, Versioned
+from services.coordinator.scheduling import Limits, fair_order, running_by_tenant
+from services.coordinator.store import CLAIMS, ActionStore, Snapshot, Versioned, action_key
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
 IDLE_WAKEUP_S = 1.0
+RESYNC_S = 30.0
 RETRY_TRANSIENT_AFTER_S = 2.0
 MAX_ATTEMPTS = 5
+DELIVERY_RETRY_S = 2.0
+MAX_DELIVERIES = 16
 
 ExecutorFor = Callable[[Provider, ActionKind], Executor]
+
+DEFAULT_SETTINGS: dict[str, int] = {"dispatch_concurrency": 4, "global_concurrency": 0, "tenant_concurrency": 0}
 
 
 class Dispatcher:
     def __init__(self, store: ActionStore, leadership: Leadership, executor_for: ExecutorFor,
-                 notifier: OutcomeNotifier, *, concurrency: int = 4) -> None:
+                 notifier: Any, *, settings: Callable[[str], Any] | Mapping[str, Any] | None = None,
+                 concurrency: int | None = None) -> None:
         self.store = store
         self.leadership = leadership
         self.executor_for = executor_for
         self.notifier = notifier
-        self.concurrency = concurrency
-        self._in_flight: set[str] = set()
+        if settings is None:
+            settings = dict(DEFAULT_SETTINGS)
+        if concurrency is not None and isinstance(settings, dict):
+            settings["dispatch_concurrency"] = concurrency
+        self._settings = settings
+        self.view: Snapshot | None = None
+        self._view_term = 0
+        self._view_loaded_at = 0.0
+        self._in_flight: dict[str, Provider] = {}
+        self._delivering: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._not_before: dict[str, float] = {}
+        self._last_tenant = ""
+        self._pools: dict[Provider, ThreadPoolExecutor] = {}
+        self.first_dispatch: dict[int, float] = {}   # term -> wall clock of its first claim (benchmarks, logs)
 
+    # -- settings -----------------------------------------------------------------------
+    def setting(self, key: str) -> int:
+        value = self._settings(key) if callable(self._settings) else self._settings.get(key)
+        return int(value if value is not None else DEFAULT_SETTINGS[key])
+
+    def limits(self) -> Limits:
+        return Limits(global_limit=max(0, self.setting("global_concurrency")),
+                      tenant_limit=max(0, self.setting("tenant_concurrency")))
+
+    # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="dispatcher")
 
     async def stop(self) -> None:
-        for task in [self._task, *self._tasks]:
+        for task in [self._task, self._watcher, *self._tasks]:
             if task is not None:
                 task.cancel()
-        for task in [self._task, *self._tasks]:
+        for task in [self._task, self._watcher, *self._tasks]:
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        for pool in self._pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def wake(self) -> None:
         self._wake.set()
 
     async def _run(self) -> None:
-        watcher: asyncio.Task[None] | None = None
         while True:
             try:
                 if not self.leadership.is_leader:
-                    if watcher is not None:
-                        watcher.cancel()
-                        watcher = None
-                    await self._sleep(0.2)
+                    self._drop_view()
+                    await self._sleep(0.1)
                     continue
-                if watcher is None or watcher.done():
-                    watcher = asyncio.create_task(self._watch_changes())
-                await self._round(self.leadership.term)
+                term = self.leadership.term
+                if self.view is None or self._view_term != term or \
+                        time.monotonic() - self._view_loaded_at > RESYNC_S:
+                    await self._load_view(term)
+                await self._round(term)
                 await self._sleep(IDLE_WAKEUP_S)
             except asyncio.CancelledError:
-                if watcher is not None:
-                    watcher.cancel()
+                self._drop_view()
                 raise
             except Exception:
                 log.warning("dispatch round failed; retrying", exc_info=True)
+                self._drop_view()
                 await asyncio.sleep(0.5)
 
     async def _sleep(self, seconds: float) -> None:
@@ -96,49 +135,125 @@ class Dispatcher:
             await asyncio.wait_for(self._wake.wait(), seconds)
         self._wake.clear()
 
-    async def _watch_changes(self) -> None:
-        with contextlib.suppress(Exception):
-            async for _ in self.store.watch(0):
+    # -- the view of the queue ------------------------------------------------------------
+    def _drop_view(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+        self.view = None
+        self._view_term = 0
+
+    async def _load_view(self, term: int) -> None:
+        self._drop_view()
+        view = await self.store.snapshot()
+        self.view, self._view_term, self._view_loaded_at = view, term, time.monotonic()
+        self._watcher = asyncio.create_task(self._follow(view), name="dispatcher-watch")
+
+    async def _follow(self, view: Snapshot) -> None:
+        try:
+            async for key, value, mod, create, lease in self.store.changes(view.revision + 1):
+                view.apply(key, value, mod, create, lease)
                 self._wake.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("queue watch interrupted; reloading", exc_info=True)
+        if self.view is view:
+            self.view = None  # reload on the next round
+            self._wake.set()
+
+    def remember(self, versioned: Versioned, *, claimer: str | None = None, released: bool = False) -> None:
+        """Apply our own successful write to the view at once (the watch confirms it later)."""
+        view = self.view
+        if view is None:
+            return
+        view.apply(action_key(versioned.record.action_id), versioned.record.to_json(), versioned.mod_revision)
+        if claimer is not None:
+            view.apply(CLAIMS + versioned.record.action_id, claimer.encode(), versioned.mod_revision)
+        if released:
+            view.apply(CLAIMS + versioned.record.action_id, None, versioned.mod_revision)
+
+    # -- one round ------------------------------------------------------------------------
+    def runnable(self, view: Snapshot) -> tuple[list[Versioned], list[Versioned], list[Versioned]]:
+        """(runnable now, to skip, finished with an outcome still to deliver) over the view."""
+        plans: dict[str, list[Versioned]] = defaultdict(list)
+        for versioned in view.actions.values():
+            plans[versioned.record.plan_id].append(versioned)
+        runnable: list[Versioned] = []
+        skip: list[Versioned] = []
+        undelivered: list[Versioned] = []
+        for plan_id, plan_actions in plans.items():
+            if all(v.record.terminal and v.record.outcome_delivered for v in plan_actions):
+                for v in plan_actions:  # nothing will ever change here again
+                    view.retire(v.record.action_id)
+                continue
+            by_id = {v.record.action_id: v for v in plan_actions}
+            ready, skipped = next_steps(v.record for v in plan_actions)
+            runnable += [by_id[r.action_id] for r in ready]
+            skip += [by_id[r.action_id] for r in skipped]
+            undelivered += [v for v in plan_actions if v.record.terminal and not v.record.outcome_delivered]
+        return runnable, skip, undelivered
 
     async def _round(self, term: int) -> None:
-        records, _ = await self.store.all()
-        plans: dict[str, list[Versioned]] = defaultdict(list)
-        for versioned in records:
-            plans[versioned.record.plan_id].append(versioned)
-        for plan_actions in plans.values():
-            by_id = {v.record.action_id: v for v in plan_actions}
-            await self._reclaim_orphans(plan_actions)
-            runnable, skip = next_steps(v.record for v in plan_actions)
-            for record in skip:
-                await self._finish(by_id[record.action_id], ActionState.ACTION_STATE_SKIPPED,
-                                   "an earlier action of the plan already healed the job")
-            for record in runnable:
-                if len(self._in_flight) >= self.concurrency:
-                    return
-                if record.action_id in self._in_flight or self._not_before.get(record.action_id, 0) > time.time():
-                    continue
-                self._in_flight.add(record.action_id)
-                task = asyncio.create_task(self._dispatch(by_id[record.action_id], term))
+        view = self.view
+        if view is None:
+            return
+        await self._reclaim_orphans(view)
+        runnable, skip, undelivered = self.runnable(view)
+        for versioned in skip:
+            await self._finish(versioned, ActionState.ACTION_STATE_SKIPPED,
+                               "an earlier action of the plan already healed the job")
+        self._start_deliveries(undelivered)
+
+        external = {Provider[r.data.get("provider", "PROVIDER_UNSPECIFIED")] for r in view.executors.values()
+                    if r.data.get("provider") in Provider.__members__}
+        now = time.time()
+        by_provider: dict[Provider, list[ActionRecord]] = defaultdict(list)
+        for versioned in runnable:
+            record = versioned.record
+            if record.action_id in self._in_flight or self._not_before.get(record.action_id, 0) > now:
+                continue
+            if record.provider in external:
+                continue  # an external executor claims these
+            by_provider[record.provider].append(record)
+        running = running_by_tenant(v.record for v in view.actions.values())
+        limits = self.limits()
+        slots = max(1, self.setting("dispatch_concurrency"))
+        for provider in sorted(by_provider, key=int):
+            busy = sum(1 for p in self._in_flight.values() if p is provider)
+            chosen = fair_order(by_provider[provider], running, limits, free_slots=slots - busy,
+                                start_after=self._last_tenant)
+            for record in chosen:
+                running[record.tenant] = running.get(record.tenant, 0) + 1
+                self._in_flight[record.action_id] = provider
+                task = asyncio.create_task(self._dispatch(view.actions[record.action_id], term))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            for versioned in plan_actions:
-                record = versioned.record
-                if record.terminal and not record.outcome_delivered and record.action_id not in self._in_flight:
-                    await self._deliver(versioned)
+            if chosen:
+                self._last_tenant = chosen[0].tenant
 
-    async def _reclaim_orphans(self, plan_actions: list[Versioned]) -> None:
-        """A CLAIMED action whose claim key is gone lost its executor: make it PENDING again."""
-        for versioned in plan_actions:
+    async def _reclaim_orphans(self, view: Snapshot) -> None:
+        """A CLAIMED action whose claim key is gone lost its executor: make it PENDING again.
+
+        So is one claimed by this replica that is not running here (a dispatch that
+        ended without finishing, e.g. a write whose answer was lost).
+        """
+        for versioned in list(view.actions.values()):
             record = versioned.record
             if record.state is not ActionState.ACTION_STATE_CLAIMED or record.action_id in self._in_flight:
                 continue
-            if await self.store.claim_holder(record.action_id) is None:
-                log.info("reclaiming %s (claim by %s expired)", record.action_id, record.executor_id)
-                reset = replace(record, state=ActionState.ACTION_STATE_PENDING, executor_id="", updated_at=time.time(),
-                                detail=f"reclaimed after {record.executor_id or 'its executor'} lost its lease")
-                await self.store.update(versioned, reset, self.leadership.fence())
+            holder = view.claims.get(record.action_id)
+            if holder is not None and holder != self.leadership.replica_id:
+                continue
+            log.info("reclaiming %s (claim by %s %s)", record.action_id, record.executor_id,
+                     "expired" if holder is None else "is not running here")
+            reset = replace(record, state=ActionState.ACTION_STATE_PENDING, executor_id="", updated_at=time.time(),
+                            detail=f"reclaimed after {record.executor_id or 'its executor'} lost its lease")
+            updated = await self.store.update(versioned, reset, self.leadership.fence(), release_claim=True)
+            if updated is not None:
+                self.remember(updated, released=True)
 
+    # -- one action -----------------------------------------------------------------------
     async def _dispatch(self, versioned: Versioned, term: int) -> None:
         record = versioned.record
         parent = TraceContextTextMapPropagator().extract({"traceparent": record.trace_parent}) \
@@ -154,8 +269,16 @@ class Dispatcher:
         finally:
             if token is not None:
                 otel_context.detach(token)
-            self._in_flight.discard(record.action_id)
+            self._in_flight.pop(record.action_id, None)
             self._wake.set()
+
+    def _pool(self, provider: Provider) -> ThreadPoolExecutor:
+        pool = self._pools.get(provider)
+        if pool is None:
+            pool = ThreadPoolExecutor(max_workers=max(1, self.setting("dispatch_concurrency")),
+                                      thread_name_prefix=f"exec-{provider.name.lower()}")
+            self._pools[provider] = pool
+        return pool
 
     async def _claim_execute_finish(self, versioned: Versioned, term: int) -> None:
         record = versioned.record
@@ -168,17 +291,22 @@ class Dispatcher:
                                           claim_lease=self.leadership.lease)
         if claimed is None:
             return  # someone changed it, or we are no longer the leader: nothing was done
+        self.remember(claimed, claimer=self.leadership.replica_id)
+        if term not in self.first_dispatch:
+            self.first_dispatch[term] = time.time()
+            log.info("first dispatch of term %d at %.3f: %s", term, self.first_dispatch[term], record.action_id)
         await self.notifier.action_started(claimed.record)
         executor = self.executor_for(record.provider, record.kind)
         request = ActionRequest(
             action_id=record.action_id, idempotency_key=record.idempotency_key, tenant=record.tenant,
             kind=record.kind, provider=record.provider, parameters=dict(record.parameters),
-            attempt=int(record.job.get("attempt", 1) or 1),
+            attempt=claimed.record.attempts,
         )
         started = time.monotonic()
         try:
-            result: ActionResult = await asyncio.to_thread(executor.execute, request)
-        except Exception as error:  # transient: leave it claimed-then-pending for a later round
+            loop = asyncio.get_running_loop()
+            result: ActionResult = await loop.run_in_executor(self._pool(record.provider), executor.execute, request)
+        except Exception as error:  # transient: put it back for a later round
             attempts = claimed.record.attempts
             give_up = attempts >= MAX_ATTEMPTS
             log.warning("%s on %s: %s%s", record.kind.name, record.action_id, error,
@@ -187,14 +315,18 @@ class Dispatcher:
                 await self._finish(claimed, ActionState.ACTION_STATE_FAILED,
                                    f"gave up after {attempts} attempts: {error}")
             else:
-                self._not_before[record.action_id] = time.time() + RETRY_TRANSIENT_AFTER_S * attempts
+                wait = max(RETRY_TRANSIENT_AFTER_S * attempts, float(getattr(error, "retry_after_seconds", 0) or 0))
+                self._not_before[record.action_id] = time.time() + wait
                 reset = replace(claimed.record, state=ActionState.ACTION_STATE_PENDING, detail=str(error),
-                                updated_at=time.time())
-                await self.store.update(claimed, reset, self.leadership.fence(), release_claim=True)
+                                executor_id="", updated_at=time.time())
+                updated = await self.store.update(claimed, reset, self.leadership.fence(), release_claim=True)
+                if updated is not None:
+                    self.remember(updated, released=True)
             return
         minutes = float(record.parameters.get("runner_minutes", 0) or 0) or (time.monotonic() - started) / 60
         state = ActionState.ACTION_STATE_FAILED if result.status is ActionStatus.FAILED \
             else ActionState.ACTION_STATE_SUCCEEDED
+        self._not_before.pop(record.action_id, None)
         await self._finish(claimed, state, result.detail, provider_reference=result.provider_reference,
                            runner_minutes=minutes)
 
@@ -205,10 +337,39 @@ class Dispatcher:
                        runner_minutes=runner_minutes or versioned.record.runner_minutes)
         finished = await self.store.update(versioned, done, self.leadership.fence(), release_claim=True)
         if finished is not None:
+            self.remember(finished, released=True)
             annotate(action_state=state.name)
-            await self._deliver(finished)
+            self._start_deliveries([finished])
+
+    # -- outcomes -------------------------------------------------------------------------
+    def _start_deliveries(self, finished: list[Versioned]) -> None:
+        now = time.time()
+        for versioned in finished:
+            action_id = versioned.record.action_id
+            if action_id in self._delivering or len(self._delivering) >= MAX_DELIVERIES:
+                continue
+            if self._not_before.get("deliver:" + action_id, 0) > now:
+                continue
+            self._delivering.add(action_id)
+            task = asyncio.create_task(self._deliver(versioned))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, versioned: Versioned) -> None:
-        if await self.notifier.deliver(versioned.record):
-            delivered = replace(versioned.record, outcome_delivered=True)
-            await self.store.update(versioned, delivered, self.leadership.fence())
+        action_id = versioned.record.action_id
+        try:
+            already = frozenset(versioned.record.delivered_to)
+            reached, complete = await self.notifier.deliver(versioned.record, already)
+            if not complete:
+                self._not_before["deliver:" + action_id] = time.time() + DELIVERY_RETRY_S
+            if reached - already or complete:
+                delivered = replace(versioned.record, delivered_to=sorted(already | reached),
+                                    outcome_delivered=complete)
+                updated = await self.store.update(versioned, delivered, self.leadership.fence())
+                if updated is not None:
+                    self.remember(updated)
+        except Exception:
+            log.warning("delivering the outcome of %s failed; will retry", action_id, exc_info=True)
+            self._not_before["deliver:" + action_id] = time.time() + DELIVERY_RETRY_S
+        finally:
+            self._delivering.discard(action_id)

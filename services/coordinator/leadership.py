@@ -20,6 +20,7 @@ from typing import Any
 
 from etcd3aio.kv import KVService
 
+from services.common.errors import NotLeader
 from services.coordinator.store import LEADER, Fence
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,15 @@ class Leadership:
     def fence(self) -> Fence:
         return Fence(LEADER, self._term)
 
+    async def require_leader(self) -> None:
+        """Raise NotLeader (with where the leader is) unless this replica leads now."""
+        if self.is_leader:
+            return
+        info = await self.current()
+        if info is None:
+            raise NotLeader("", "")
+        raise NotLeader(info.leader_id, info.address)
+
     async def current(self) -> LeaderInfo | None:
         response = await self.etcd.kv.get(LEADER)
         if not response.kvs:
@@ -93,10 +103,11 @@ class Leadership:
     async def _run(self) -> None:
         while not self._stopping:
             try:
-                if await self._campaign():
+                won, revision = await self._campaign()
+                if won:
                     await self._hold()
                 else:
-                    await self._wait_for_vacancy()
+                    await self._wait_for_vacancy(revision + 1)
             except asyncio.CancelledError:
                 raise
             except Exception:  # etcd down or restarting: retry at a bounded pace
@@ -104,25 +115,37 @@ class Leadership:
                 await self._step_down()
                 await asyncio.sleep(min(1.0, self.ttl / 5))
 
-    async def _campaign(self) -> bool:
+    async def _campaign(self) -> tuple[bool, int]:
+        """(won, revision at which the leader key was seen held by someone else)."""
         lease = await self.etcd.lease.grant(self.ttl, timeout=self.ttl)
         value = json.dumps({"id": self.replica_id, "address": self.address})
         response = await self.etcd.kv.txn(
             [KVService.txn_compare_create_revision(LEADER, 0)],
             [KVService.txn_op_put(LEADER, value, lease=lease.ID)],
+            [KVService.txn_op_get(LEADER)],
             timeout=self.ttl,
         )
         if not response.succeeded:
             with contextlib.suppress(Exception):
                 await self.etcd.lease.revoke(lease.ID, timeout=self.ttl)
-            return False
+            kvs = response.responses[0].response_range.kvs if response.responses else []
+            if kvs and json.loads(kvs[0].value).get("id") == self.replica_id:
+                # Our own key from before (we stepped down while etcd was away, or we
+                # restarted within the TTL): nobody else can hold that lease, so give it
+                # up now instead of waiting for it to expire.
+                log.info("%s: releasing our own stale leadership (term %d)", self.replica_id,
+                         kvs[0].create_revision)
+                with contextlib.suppress(Exception):
+                    await self.etcd.lease.revoke(kvs[0].lease, timeout=self.ttl)
+                return False, response.header.revision  # the watch sees the deletion just made
+            return False, response.header.revision
         self._lease = lease.ID
         self._term = response.header.revision
         self._last_renewal = time.monotonic()
         log.info("%s: elected leader, term %d", self.replica_id, self._term)
         if self._on_elected is not None:
             await self._on_elected(self._term)
-        return True
+        return True, response.header.revision
 
     async def _hold(self) -> None:
         interval = max(0.2, self.ttl / 4)
@@ -130,8 +153,8 @@ class Leadership:
             await asyncio.sleep(interval)
             try:
                 alive = await asyncio.wait_for(self._renew(), timeout=interval * 2)
-            except (asyncio.TimeoutError, Exception):
-                alive = True  # unknown: keep trying until the step-down deadline
+            except Exception:  # includes timeouts: unknown, keep trying until the step-down deadline
+                alive = True
                 log.warning("%s: lease renewal failed", self.replica_id)
             if not alive or not self.is_leader:
                 log.warning("%s: lost leadership (term %d)", self.replica_id, self._term)
@@ -156,10 +179,14 @@ class Leadership:
         self._term = 0
         self._lease = 0
 
-    async def _wait_for_vacancy(self) -> None:
-        """Wait until the leader key is deleted (or a bounded time passes)."""
+    async def _wait_for_vacancy(self, from_revision: int) -> None:
+        """Wait until the leader key is deleted after `from_revision` (or a bounded time passes).
+
+        Watching from the revision at which the campaign saw the key held means a
+        deletion between the campaign and the watch is still seen.
+        """
         async def deleted() -> None:
-            async for response in self.etcd.watch.watch(LEADER):
+            async for response in self.etcd.watch.watch(LEADER, start_revision=from_revision):
                 if any(event.type == 1 for event in response.events):
                     return
 

@@ -59,30 +59,47 @@ class OutcomeNotifier:
             "dispatched_by": record.dispatched_by, "attempt": record.attempts,
         })
 
-    async def deliver(self, record: ActionRecord) -> bool:
-        """True when every receiver has the outcome (each is idempotent on outcome id)."""
-        outcome = outcome_message(record)
-        delivered = True
-        calls = [
-            ("planner", self._planner(outcome)),
-            ("detector", self._detector(outcome)),
-        ]
+    def receivers(self, record: ActionRecord) -> list[str]:
+        """Who must get this outcome, in order (audit last: it records what was delivered)."""
+        names = ["planner", "detector"]
         if record.kind in RERUNS:
-            calls.append(("predictor", self._predictor(record)))
-        for name, call in calls:
+            names.append("predictor")
+        return [*names, "audit"]
+
+    async def deliver(self, record: ActionRecord, already: frozenset[str] = frozenset()) -> tuple[set[str], bool]:
+        """Deliver to every receiver not in `already`: (receivers that have it now, all done?).
+
+        Planner, detector and predictor are idempotent on the outcome id; audit is
+        not, so the caller records who has the outcome and never asks twice.
+        """
+        outcome = outcome_message(record)
+        reached: set[str] = set()
+        for name in self.receivers(record):
+            if name in already:
+                continue
             try:
-                await call
+                if name == "audit":
+                    receipt = await self.audit.record("OUTCOME", record.tenant, record.failure_id, {
+                        "action_id": record.action_id, "plan_id": record.plan_id, "kind": record.kind.name,
+                        "state": record.state.name, "detail": record.detail,
+                        "provider_reference": record.provider_reference, "runner_minutes": record.runner_minutes,
+                    })
+                    if receipt is not None:
+                        reached.add(name)
+                    continue
+                if name == "planner":
+                    await self._planner(outcome)
+                elif name == "detector":
+                    await self._detector(outcome)
+                else:
+                    await self._predictor(record)
+                reached.add(name)
             except grpc.aio.AioRpcError as error:
-                # NOT_FOUND / INVALID_ARGUMENT will not get better by retrying.
-                if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    delivered = False
                 log.warning("outcome of %s to %s: %s %s", record.action_id, name, error.code().name, error.details())
-        receipt = await self.audit.record("OUTCOME", record.tenant, record.failure_id, {
-            "action_id": record.action_id, "plan_id": record.plan_id, "kind": record.kind.name,
-            "state": record.state.name, "detail": record.detail, "provider_reference": record.provider_reference,
-            "runner_minutes": record.runner_minutes,
-        })
-        return delivered and receipt is not None
+                # NOT_FOUND / INVALID_ARGUMENT will not get better by retrying.
+                if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    reached.add(name)
+        return reached, set(self.receivers(record)) <= (reached | already)
 
     async def _planner(self, outcome: common_pb2.Outcome) -> None:
         stub = self.peers.stub("planner", planner_pb2_grpc.PlannerStub)

@@ -1,4 +1,22 @@
-"""Coordinator servicer: the Coordinator contract over the etcd action store."""
+"""Coordinator servicer: the Coordinator contract over the etcd action store.
+
+Which replica answers what:
+- leader-only: `ClaimAction` (handing work out is the leader's decision, made from its
+  view of the queue within the live concurrency limits). A follower answers
+  FAILED_PRECONDITION with an ErrorInfo (reason NOT_LEADER, metadata leader_id and
+  leader_address): call the leader directly at that address.
+- any replica: `SubmitPlan` (one etcd transaction; the leader sees it through its
+  watch), `GetAction`, `ListActions`, `WatchActions`, `RegisterExecutor`,
+  `ReportOutcome` (fenced on the executor's registration and its claim, so it is
+  safe from any replica; the leader delivers the outcome) and `Leader`.
+
+External executors: `RegisterExecutor` (provider, labels, capacity, heartbeat TTL)
+gives a lease; `ClaimAction` renews it (call it at least every TTL/3, also when at
+capacity: it then returns nothing) and hands out at most capacity minus what the
+executor holds, actions of its provider whose `executor_labels` parameter
+("key=value,...") its labels satisfy. Claims live under the executor's lease: if it
+dies they vanish and the leader puts the actions back in the queue.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +33,7 @@ from services.common import auth
 from services.common.audit_trail import AuditTrail
 from services.common.config import ServiceConfig
 from services.common.convert import enum_field, timestamp
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, NotLeader, PermissionDenied
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from services.common.runtime import Assembly, Runtime
 from services.common.server import ServiceDefinition
 from services.common.tracing import annotate
@@ -25,10 +43,17 @@ from services.coordinator.actions import ActionRecord, ActionState, validate_pla
 from services.coordinator.dispatcher import Dispatcher
 from services.coordinator.leadership import Leadership
 from services.coordinator.notify import OutcomeNotifier, job_ref
-from services.coordinator.store import ActionStore, Versioned
+from services.coordinator.scheduling import ExecutorSlot, executor_can_run, fair_order, running_by_tenant
+from services.coordinator.store import ActionStore, Registration
 
 MAX_CLAIM = 32
-LIVE_DEFAULTS = {"lease_ttl_seconds": 5, "dispatch_concurrency": 4}
+# Live settings (etcd keys /healing-guard/config/coordinator/<name>, JSON values):
+#   lease_ttl_seconds    leader lease; read at start
+#   dispatch_concurrency actions the leader runs at once per provider (worker threads)
+#   global_concurrency   actions CLAIMED at once in all, by the leader and external executors (0 = no limit)
+#   tenant_concurrency   actions CLAIMED at once per tenant (0 = no limit)
+LIVE_DEFAULTS = {"lease_ttl_seconds": 5, "dispatch_concurrency": 4, "global_concurrency": 64,
+                 "tenant_concurrency": 8}
 
 
 def record_message(record: ActionRecord) -> coordinator_pb2.ActionRecord:
@@ -117,6 +142,8 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
     async def RegisterExecutor(self, request, context):  # type: ignore[no-untyped-def]
         if not request.executor_id:
             raise InvalidArgument("executor_id", "is required")
+        if "/" in request.executor_id:
+            raise InvalidArgument("executor_id", f"must not contain '/', got {request.executor_id!r}")
         provider = enum_field(Provider, request.provider, "provider")
         if request.capacity < 1:
             raise InvalidArgument("capacity", f"must be >= 1, got {request.capacity}")
@@ -127,56 +154,78 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
             "provider": provider.name, "labels": dict(request.labels), "capacity": request.capacity,
             "registered_by": auth.current_principal().subject,
         }, ttl)
+        annotate(executor_id=request.executor_id, provider=provider.name)
         return coordinator_pb2.RegisterExecutorResponse(lease_id=lease, ttl_seconds=ttl)
 
     async def ClaimAction(self, request, context):  # type: ignore[no-untyped-def]
+        """Leader-only: hand runnable actions to an external executor.
+
+        Also the executor's heartbeat: every call renews its lease, so an executor at
+        full capacity keeps calling (it gets nothing) to keep its claims alive.
+        """
         registration = await self._executor(request.executor_id, request.lease_id)
         limit = request.max_actions or 1
         if not 1 <= limit <= MAX_CLAIM:
             raise InvalidArgument("max_actions", f"must be between 1 and {MAX_CLAIM}, got {limit}")
-        data, lease, _ = registration
-        provider = Provider[data["provider"]]
-        records, _ = await self.store.all()
+        if await self.store.renew(registration.lease) <= 0:
+            raise FailedPrecondition(f"the lease of executor {request.executor_id!r} expired; register again",
+                                     reason="LEASE_EXPIRED")
+        await self.leadership.require_leader()
+        if self.dispatcher is None or self.dispatcher.view is None:
+            raise Unavailable("the leader is loading the queue; retry in a moment")
+        view = self.dispatcher.view
+        data = registration.data
+        slot = ExecutorSlot(request.executor_id, Provider[data["provider"]], dict(data.get("labels", {})),
+                            int(data.get("capacity", 1)))
+        holding = sum(1 for v in view.actions.values()
+                      if v.record.state is ActionState.ACTION_STATE_CLAIMED and v.record.executor_id == slot.executor_id)
+        runnable, _, _ = self.dispatcher.runnable(view)
+        candidates = [v.record for v in runnable if executor_can_run(slot, v.record)]
+        running = running_by_tenant(v.record for v in view.actions.values())
+        chosen = fair_order(candidates, running, self.dispatcher.limits(),
+                            free_slots=min(limit, slot.capacity - holding))
+        fences = [self.leadership.fence(), registration.fence()]
         claimed: list[ActionRecord] = []
-        from services.coordinator.actions import next_steps
-
-        plans: dict[str, list[Versioned]] = {}
-        for versioned in records:
-            plans.setdefault(versioned.record.plan_id, []).append(versioned)
-        for plan_actions in plans.values():
-            runnable, _ = next_steps(v.record for v in plan_actions)
-            by_id = {v.record.action_id: v for v in plan_actions}
-            for record in runnable:
-                if record.provider is not provider or len(claimed) >= limit:
-                    continue
-                changed = replace(record, state=ActionState.ACTION_STATE_CLAIMED, executor_id=request.executor_id,
-                                  attempts=record.attempts + 1, updated_at=time.time())
-                done = await self.store.update(by_id[record.action_id], changed, None, claim_lease=lease)
-                if done is not None:
-                    claimed.append(changed)
+        for record in chosen:
+            current = view.actions.get(record.action_id)
+            if current is None:
+                continue
+            changed = replace(record, state=ActionState.ACTION_STATE_CLAIMED, executor_id=slot.executor_id,
+                              dispatched_by=self.leadership.replica_id, attempts=record.attempts + 1,
+                              updated_at=time.time())
+            done = await self.store.update(current, changed, fences, claim_lease=registration.lease)
+            if done is not None:
+                self.dispatcher.remember(done, claimer=slot.executor_id)
+                claimed.append(changed)
+        annotate(executor_id=slot.executor_id, claimed=len(claimed))
         return coordinator_pb2.ClaimActionResponse(actions=[record_message(r) for r in claimed])
 
     async def ReportOutcome(self, request, context):  # type: ignore[no-untyped-def]
-        await self._executor(request.executor_id, request.lease_id)
+        registration = await self._executor(request.executor_id, request.lease_id)
         if not request.action_id:
             raise InvalidArgument("action_id", "is required")
         versioned = await self.store.get(request.action_id)
         record = versioned.record
         if record.terminal:
             return coordinator_pb2.ReportOutcomeResponse(duplicate=True, state=int(record.state))
-        holder = await self.store.claim_holder(record.action_id)
-        if record.state is not ActionState.ACTION_STATE_CLAIMED or holder != request.executor_id:
+        if record.state is not ActionState.ACTION_STATE_CLAIMED or record.executor_id != request.executor_id:
             raise FailedPrecondition(
                 f"action {record.action_id} is not claimed by executor {request.executor_id!r}", reason="NOT_CLAIMED"
             )
+        await self.store.renew(registration.lease)
         state = ActionState.ACTION_STATE_SUCCEEDED if request.success else ActionState.ACTION_STATE_FAILED
         done = replace(record, state=state, detail=request.detail, provider_reference=request.provider_reference,
                        runner_minutes=request.runner_minutes, updated_at=time.time())
-        if await self.store.update(versioned, done, None, release_claim=True) is None:
-            raise FailedPrecondition(f"action {record.action_id} changed while reporting; read it and retry",
-                                     reason="CONFLICT")
+        # Fenced on the registration and on the claim still naming this executor: a claim
+        # that expired (and may be running elsewhere) cannot be finished by its old holder.
+        if await self.store.update(versioned, done, registration.fence(), release_claim=True,
+                                   claim_holder=request.executor_id) is None:
+            raise FailedPrecondition(f"action {record.action_id} is no longer claimed by executor "
+                                     f"{request.executor_id!r} (its claim expired or it changed); do not retry",
+                                     reason="NOT_CLAIMED")
         if self.dispatcher is not None:
             self.dispatcher.wake()  # the leader delivers the outcome
+        annotate(executor_id=request.executor_id, action_state=state.name)
         return coordinator_pb2.ReportOutcomeResponse(duplicate=False, state=int(state))
 
     async def Leader(self, request, context):  # type: ignore[no-untyped-def]
@@ -187,14 +236,14 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         return coordinator_pb2.LeaderResponse(leader_id=info.leader_id, leader_address=info.address, term=info.term,
                                               is_self=info.leader_id == self.leadership.replica_id)
 
-    async def _executor(self, executor_id: str, lease_id: int) -> tuple[dict, int, int]:
+    async def _executor(self, executor_id: str, lease_id: int) -> Registration:
         if not executor_id:
             raise InvalidArgument("executor_id", "is required")
         registration = await self.store.executor(executor_id)
         if registration is None:
             raise FailedPrecondition(f"executor {executor_id!r} is not registered (or its lease expired); "
                                      "call RegisterExecutor", reason="NOT_REGISTERED")
-        if lease_id != registration[1]:
+        if lease_id != registration.lease:
             raise FailedPrecondition(f"lease {lease_id} is not the lease of executor {executor_id!r}",
                                      reason="WRONG_LEASE")
         return registration
@@ -227,7 +276,7 @@ async def build(config: ServiceConfig, runtime: Runtime) -> Assembly:
                             ttl_seconds=int(runtime.live.get("lease_ttl_seconds")))
     notifier = OutcomeNotifier(runtime.peers, AuditTrail(runtime.peers))
     dispatcher = Dispatcher(store, leadership, executor_selector(os.environ, config.data_dir), notifier,
-                            concurrency=int(runtime.live.get("dispatch_concurrency")))
+                            settings=runtime.live.get)
     servicer = CoordinatorServicer(store, leadership, dispatcher)
 
     async def started(server) -> None:  # type: ignore[no-untyped-def]

@@ -1,22 +1,29 @@
 """The coordinator's store is etcd: the action queue, plans, claims and executors.
 
 Every state change is a transaction that compares the action's mod revision (no
-lost update) and a fence: the leader's key create revision (its term) for the
-built-in dispatcher, or the executor's registration key for external executors.
-A writer that lost its lease therefore cannot change anything.
+lost update) and one or more fences: the leader's key create revision (its term)
+for anything the leader decides, and the executor's registration key for
+external executors. A writer that lost its lease therefore cannot change anything.
+
+Keys (all under /healing-guard/coordinator/):
+  actions/<action id>    the ActionRecord (JSON)
+  plans/<plan id>        the plan's action ids, written with its actions in one txn
+  claims/<action id>     the claimer's id, under the claimer's lease: it vanishes with it
+  executors/<id>         an external executor's registration, under its heartbeat lease
+  leader                 the elected replica, under its lease
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from etcd3aio._protobuf import Compare
 from etcd3aio.kv import KVService, prefix_range_end
 
-from services.common.errors import AlreadyExists, NotFound
+from services.common.errors import AlreadyExists, FailedPrecondition, NotFound
 from services.coordinator.actions import ActionRecord
 
 PREFIX = "/healing-guard/coordinator/"
@@ -25,6 +32,7 @@ PLANS = PREFIX + "plans/"
 CLAIMS = PREFIX + "claims/"
 EXECUTORS = PREFIX + "executors/"
 LEADER = PREFIX + "leader"
+TXN_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,59 @@ class Fence:
         return KVService.txn_compare_create_revision(self.key, self.create_revision)
 
 
+@dataclass(frozen=True)
+class Registration:
+    executor_id: str
+    data: dict[str, Any]
+    lease: int
+    create_revision: int
+
+    def fence(self) -> Fence:
+        return Fence(EXECUTORS + self.executor_id, self.create_revision)
+
+
+@dataclass
+class Snapshot:
+    """Everything the scheduler needs, read at one revision."""
+
+    revision: int
+    actions: dict[str, Versioned] = field(default_factory=dict)
+    claims: dict[str, str] = field(default_factory=dict)              # action id -> claimer
+    executors: dict[str, Registration] = field(default_factory=dict)
+    retired: dict[str, int] = field(default_factory=dict)   # action id -> revision it was retired at
+
+    def retire(self, action_id: str) -> None:
+        """Forget a record that will never change again; older watched events of it are ignored."""
+        versioned = self.actions.pop(action_id, None)
+        if versioned is not None:
+            self.retired[action_id] = versioned.mod_revision
+
+    def apply(self, key: str, value: bytes | None, mod_revision: int, create_revision: int = 0,
+              lease: int = 0) -> None:
+        """Apply one watched change (value None = deleted)."""
+        if key.startswith(ACTIONS):
+            action_id = key[len(ACTIONS):]
+            current = self.actions.get(action_id)
+            if mod_revision <= self.retired.get(action_id, 0):
+                return
+            if value is None:
+                self.actions.pop(action_id, None)
+            elif current is None or current.mod_revision < mod_revision:
+                self.actions[action_id] = Versioned(ActionRecord.from_json(value), mod_revision)
+        elif key.startswith(CLAIMS):
+            if value is None:
+                self.claims.pop(key[len(CLAIMS):], None)
+            else:
+                self.claims[key[len(CLAIMS):]] = value.decode()
+        elif key.startswith(EXECUTORS):
+            executor_id = key[len(EXECUTORS):]
+            if value is None:
+                self.executors.pop(executor_id, None)
+            else:
+                self.executors[executor_id] = Registration(executor_id, json.loads(value), lease, create_revision)
+        self.revision = max(self.revision, mod_revision)
+
+
 def action_key(action_id: str) -> str:
     return ACTIONS + action_id
 
@@ -60,7 +121,7 @@ class ActionStore:
         success += [KVService.txn_op_put(action_key(r.action_id), r.to_json()) for r in records]
         compare = [KVService.txn_compare_create_revision(plan_key, 0)]
         compare += [KVService.txn_compare_create_revision(action_key(r.action_id), 0) for r in records]
-        response = await self.etcd.kv.txn(compare, success, [KVService.txn_op_get(plan_key)])
+        response = await self.etcd.kv.txn(compare, success, [KVService.txn_op_get(plan_key)], timeout=TXN_TIMEOUT_S)
         if response.succeeded:
             return ids, response.header.revision, False
         existing = response.responses[0].response_range.kvs
@@ -72,60 +133,107 @@ class ActionStore:
         raise AlreadyExists("action", ids[0], "an action id of this plan already exists in the queue")
 
     async def get(self, action_id: str) -> Versioned:
-        response = await self.etcd.kv.get(action_key(action_id))
+        response = await self.etcd.kv.get(action_key(action_id), timeout=TXN_TIMEOUT_S)
         if not response.kvs:
             raise NotFound("action", action_id)
         kv = response.kvs[0]
         return Versioned(ActionRecord.from_json(kv.value), kv.mod_revision)
 
     async def all(self) -> tuple[list[Versioned], int]:
-        response = await self.etcd.kv.get(ACTIONS, range_end=prefix_range_end(ACTIONS))
+        response = await self.etcd.kv.get(ACTIONS, range_end=prefix_range_end(ACTIONS), timeout=TXN_TIMEOUT_S)
         records = [Versioned(ActionRecord.from_json(kv.value), kv.mod_revision) for kv in response.kvs]
         return records, response.header.revision
 
+    async def snapshot(self) -> Snapshot:
+        """Actions, claims and executors at one revision (one range read)."""
+        response = await self.etcd.kv.get(PREFIX, range_end=prefix_range_end(PREFIX), timeout=TXN_TIMEOUT_S)
+        snapshot = Snapshot(revision=response.header.revision)
+        for kv in response.kvs:
+            snapshot.apply(kv.key.decode(), kv.value, kv.mod_revision, kv.create_revision, kv.lease)
+        snapshot.revision = response.header.revision
+        return snapshot
+
+    async def changes(self, start_revision: int) -> AsyncIterator[tuple[str, bytes | None, int, int, int]]:
+        """(key, value or None when deleted, mod revision, create revision, lease) from a revision on."""
+        async for response in self.etcd.watch.watch(PREFIX, range_end=prefix_range_end(PREFIX),
+                                                     start_revision=start_revision):
+            if response.compact_revision:
+                raise FailedPrecondition(f"watch compacted at {response.compact_revision}", reason="COMPACTED")
+            for event in response.events:
+                deleted = event.type == 1
+                yield (event.kv.key.decode(), None if deleted else event.kv.value,
+                       event.kv.mod_revision or response.header.revision, event.kv.create_revision, event.kv.lease)
+
     async def of_plan(self, plan_id: str) -> list[Versioned]:
-        response = await self.etcd.kv.get(PLANS + plan_id)
+        response = await self.etcd.kv.get(PLANS + plan_id, timeout=TXN_TIMEOUT_S)
         if not response.kvs:
             raise NotFound("plan", plan_id)
         return [await self.get(action_id) for action_id in json.loads(response.kvs[0].value)]
 
-    async def update(self, current: Versioned, changed: ActionRecord, fence: Fence | None,
-                     *, claim_lease: int = 0, release_claim: bool = False) -> Versioned | None:
-        """Compare-and-swap one record; None when someone else changed it or the fence is gone."""
+    async def update(self, current: Versioned, changed: ActionRecord, fences: Fence | Sequence[Fence] | None,
+                     *, claim_lease: int = 0, release_claim: bool = False,
+                     claim_holder: str | None = None) -> Versioned | None:
+        """Compare-and-swap one record; None when someone else changed it or a fence is gone.
+
+        `claim_holder` additionally requires the claim key to name that holder.
+        """
         key = action_key(changed.action_id)
         compare = [Compare(key=key.encode(), target=Compare.MOD, result=Compare.EQUAL, mod_revision=current.mod_revision)]
-        if fence is not None:
-            compare.append(fence.compare())
-        success = [KVService.txn_op_put(key, changed.to_json())]
+        if isinstance(fences, Fence):
+            fences = [fences]
+        compare += [fence.compare() for fence in fences or ()]
+        if claim_holder is not None:
+            compare.append(KVService.txn_compare_value(CLAIMS + changed.action_id, claim_holder))
+        payload = changed.to_json()
+        success = [KVService.txn_op_put(key, payload)]
         if claim_lease:
             success.append(KVService.txn_op_put(CLAIMS + changed.action_id, changed.executor_id, lease=claim_lease))
         if release_claim:
             success.append(KVService.txn_op_delete(CLAIMS + changed.action_id))
-        response = await self.etcd.kv.txn(compare, success)
-        if not response.succeeded:
-            return None
-        return Versioned(changed, response.header.revision)
+        response = await self.etcd.kv.txn(compare, success, [KVService.txn_op_get(key)], timeout=TXN_TIMEOUT_S)
+        if response.succeeded:
+            return Versioned(changed, response.header.revision)
+        # The client retries a txn whose answer was lost (etcd restarting): if what is
+        # stored now is exactly what we wrote, our write did apply.
+        kvs = response.responses[0].response_range.kvs if response.responses else []
+        if kvs and kvs[0].value == payload:
+            return Versioned(changed, kvs[0].mod_revision)
+        return None
 
     async def claim_holder(self, action_id: str) -> str | None:
-        response = await self.etcd.kv.get(CLAIMS + action_id)
+        response = await self.etcd.kv.get(CLAIMS + action_id, timeout=TXN_TIMEOUT_S)
         return response.kvs[0].value.decode() if response.kvs else None
 
     async def register_executor(self, executor_id: str, data: dict[str, Any], ttl: int) -> int:
-        lease = await self.etcd.lease.grant(ttl)
-        await self.etcd.kv.put(EXECUTORS + executor_id, json.dumps(data), lease=lease.ID)
+        lease = await self.etcd.lease.grant(ttl, timeout=TXN_TIMEOUT_S)
+        await self.etcd.kv.put(EXECUTORS + executor_id, json.dumps(data), lease=lease.ID, timeout=TXN_TIMEOUT_S)
         return lease.ID
 
-    async def executor(self, executor_id: str) -> tuple[dict[str, Any], int, int] | None:
-        """(registration, lease id, create revision) of a live executor, or None."""
-        response = await self.etcd.kv.get(EXECUTORS + executor_id)
+    async def executor(self, executor_id: str) -> Registration | None:
+        """A live executor's registration, or None."""
+        response = await self.etcd.kv.get(EXECUTORS + executor_id, timeout=TXN_TIMEOUT_S)
         if not response.kvs:
             return None
         kv = response.kvs[0]
-        return json.loads(kv.value), kv.lease, kv.create_revision
+        return Registration(executor_id, json.loads(kv.value), kv.lease, kv.create_revision)
+
+    async def renew(self, lease: int) -> int:
+        """One heartbeat on a lease; its remaining TTL (<= 0: it is gone)."""
+        call = self.etcd.lease.keep_alive(lease)
+        try:
+            async for response in call:
+                return int(response.TTL)
+        finally:
+            call.cancel()
+        return 0
 
     async def watch(self, start_revision: int) -> AsyncIterator[tuple[ActionRecord, int]]:
         async for response in self.etcd.watch.watch(ACTIONS, range_end=prefix_range_end(ACTIONS),
                                                      start_revision=start_revision):
+            if response.compact_revision:
+                raise FailedPrecondition(
+                    f"start_revision was compacted; the oldest revision still kept is {response.compact_revision}",
+                    reason="COMPACTED")
             for event in response.events:
                 if event.type == 0:  # PUT
                     yield ActionRecord.from_json(event.kv.value), event.kv.mod_revision

@@ -1,0 +1,170 @@
+"""Helpers for the coordinator's integration and fault tests (and benchmarks):
+a real etcd on free loopback ports in a folder of its own, that can be killed and
+restarted on the same data, and loopback outcome receivers that count deliveries."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent import futures
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EtcdServer:
+    """One etcd member on loopback; `stop`/`start` keep the data (a restart)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.client_port = free_port()
+        self.peer_port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    def start(self, timeout: float = 20.0) -> EtcdServer:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        url, peer = f"http://{self.endpoint}", f"http://127.0.0.1:{self.peer_port}"
+        with open(self.folder / "etcd.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [str(VENV_BIN / "etcd"), "--name", "n1", "--data-dir", str(self.folder / "data"),
+                 "--listen-client-urls", url, "--advertise-client-urls", url,
+                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                 "--initial-cluster", f"n1={peer}", "--log-level", "error"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"etcd exited with {self.process.returncode}; see {self.folder / 'etcd.log'}")
+            result = subprocess.run([str(VENV_BIN / "etcdctl"), f"--endpoints={self.endpoint}",
+                                     "--command-timeout=2s", "endpoint", "health"], capture_output=True)
+            if result.returncode == 0:
+                return self
+            time.sleep(0.1)
+        raise TimeoutError(f"etcd not healthy within {timeout:.0f} s; see {self.folder / 'etcd.log'}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+
+    def __enter__(self) -> EtcdServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class OutcomeReceivers:
+    """Planner, detector, predictor and audit stand-ins on loopback, with the services'
+    own certificates (the coordinator checks who it talks to), counting every call."""
+
+    def __init__(self, pki_dir: Path) -> None:
+        self.pki_dir = pki_dir
+        self.calls: Counter[tuple[str, str]] = Counter()   # (receiver, action id) -> calls
+        self.lock = threading.Lock()
+        self.servers: list[object] = []
+        self.ports: dict[str, int] = {}
+
+    def _count(self, receiver: str, action_id: str) -> None:
+        with self.lock:
+            self.calls[(receiver, action_id)] += 1
+
+    def start(self) -> OutcomeReceivers:
+        import grpc
+
+        from healing_guard.audit.v1 import audit_pb2, audit_pb2_grpc
+        from healing_guard.detector.v1 import detector_pb2, detector_pb2_grpc
+        from healing_guard.planner.v1 import planner_pb2, planner_pb2_grpc
+        from healing_guard.predictor.v1 import predictor_pb2, predictor_pb2_grpc
+
+        receivers = self
+        audit_index = [0]
+
+        class Planner(planner_pb2_grpc.PlannerServicer):
+            def RecordOutcome(self, request, context):  # type: ignore[no-untyped-def]
+                receivers._count("planner", request.outcome.action_id)
+                return planner_pb2.RecordOutcomeResponse()
+
+        class Detector(detector_pb2_grpc.DetectorServicer):
+            def RecordOutcome(self, request, context):  # type: ignore[no-untyped-def]
+                receivers._count("detector", request.outcome.action_id)
+                return detector_pb2.RecordOutcomeResponse()
+
+        class Predictor(predictor_pb2_grpc.PredictorServicer):
+            def RecordRun(self, request, context):  # type: ignore[no-untyped-def]
+                receivers._count("predictor", request.run.job.run_id or "?")
+                return predictor_pb2.RecordRunResponse()
+
+        class Audit(audit_pb2_grpc.AuditServicer):
+            def Append(self, request, context):  # type: ignore[no-untyped-def]
+                import json
+                with receivers.lock:
+                    indexes = []
+                    for entry in request.entries:
+                        payload = json.loads(entry.payload)
+                        receivers.calls[(f"audit:{entry.kind}", payload.get("action_id", ""))] += 1
+                        audit_index[0] += 1
+                        indexes.append(audit_index[0])
+                return audit_pb2.AppendResponse(indexes=indexes, leaf_hashes=[b"\0" * 32] * len(indexes),
+                                                tree_size=audit_index[0])
+
+        for name, servicer, add in (
+            ("planner", Planner(), planner_pb2_grpc.add_PlannerServicer_to_server),
+            ("detector", Detector(), detector_pb2_grpc.add_DetectorServicer_to_server),
+            ("predictor", Predictor(), predictor_pb2_grpc.add_PredictorServicer_to_server),
+            ("audit", Audit(), audit_pb2_grpc.add_AuditServicer_to_server),
+        ):
+            server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+            add(servicer, server)
+            credentials = grpc.ssl_server_credentials(
+                [((self.pki_dir / f"{name}-key.pem").read_bytes(), (self.pki_dir / f"{name}.pem").read_bytes())])
+            self.ports[name] = server.add_secure_port("127.0.0.1:0", credentials)
+            server.start()
+            self.servers.append(server)
+        return self
+
+    def env(self) -> dict[str, str]:
+        return {f"HG_{name.upper()}_ADDRESS": f"127.0.0.1:{port}" for name, port in self.ports.items()}
+
+    def count(self, receiver: str, action_id: str) -> int:
+        with self.lock:
+            return self.calls[(receiver, action_id)]
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop(grace=None)  # type: ignore[attr-defined]
+
+
+def terminate(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
