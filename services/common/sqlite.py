@@ -81,15 +81,19 @@ class Database:
 
 
 def _statements(script: str) -> list[str]:
-    """Split a migration script into statements (sqlite3.execute runs one at a time)."""
+    """Split a migration script into statements (sqlite3.execute runs one at a time).
+
+    Splits at each ';' that ends a complete statement, so a ';' inside a string
+    literal or a trigger body does not split it.
+    """
     statements: list[str] = []
     buffer = ""
-    for line in script.splitlines(keepends=True):
-        buffer += line
+    for piece in script.split(";"):
+        buffer += piece + ";"
         if sqlite3.complete_statement(buffer):
-            if buffer.strip():
+            if buffer.strip(" \n\t;"):
                 statements.append(buffer.strip())
             buffer = ""
-    if buffer.strip():
+    if buffer.strip(" \n\t;"):
         raise ValueError(f"incomplete SQL statement in migration: {buffer.strip()[:80]!r}")
     return statements
