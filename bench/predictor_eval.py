@@ -39,15 +39,23 @@ import numpy as np
 from bench.history_sim import DAY, HOUR, SimConfig, SimHistory, generate
 from services.predictor.anomalies import detect_anomalies
 from services.predictor.features import FeatureStream, LabelledExamples, labelled_examples
-from services.predictor.forecast import brier_score, fit_risk_model, prior_probabilities, retrain
+from services.predictor.forecast import (
+    INTERVAL_LEVEL,
+    brier_score,
+    fit_risk_model,
+    forecast_risk,
+    prior_probabilities,
+    retrain,
+)
 from services.predictor.history import RunRecord, Scope
-from services.predictor.recommend import recommend
+from services.predictor.recommend import MIN_FLAKES_RECENT, recommend
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOP_K = 10
 CHECKPOINT_EVERY = 6 * HOUR
 NAIVE_WINDOW = 10
 ANOMALY_BASELINE_DAYS = 28
+HORIZON = 10
 
 
 # -- forecasts ---------------------------------------------------------------------------------
@@ -183,7 +191,55 @@ def evaluate_forecasts(history: SimHistory, cut: float) -> tuple[dict[str, objec
             "precision_at_k": round(precision_at_k(checkpoint_scores[name], data["cp_scopes"], data["cp_times"],
                                                    next_failed), 4),
         }
+    results["horizon"] = evaluate_horizon(history, cut, model)
     return results, {"y": y, **predictions}
+
+
+def evaluate_horizon(history: SimHistory, cut: float, model: object, horizon: int = HORIZON,
+                     samples: int = 400) -> dict[str, object]:
+    """Expected failure rate over the next `horizon` runs and its interval, against what happened."""
+    import random
+
+    rng = random.Random(1)
+    by_scope: dict[Scope, list[RunRecord]] = defaultdict(list)
+    by_tenant: dict[str, list[RunRecord]] = defaultdict(list)
+    for run in history.runs:
+        by_scope[run.scope].append(run)
+        by_tenant[run.tenant].append(run)
+    tenant_starts = {t: [r.started_at for r in runs] for t, runs in by_tenant.items()}
+    scopes = sorted(by_scope)
+    covered, errors, naive_errors, widths = 0, [], [], []
+    taken = 0
+    while taken < samples:
+        scope = rng.choice(scopes)
+        t = rng.uniform(cut, history.end - 3 * DAY)
+        runs = by_scope[scope]
+        past = [r for r in runs if r.started_at <= t]
+        future = [r for r in runs if r.started_at > t and r.counts_for_risk][:horizon]
+        if len(future) < horizon or len(past) < 10:
+            continue
+        taken += 1
+        lo = bisect.bisect_left(tenant_starts[scope.tenant], t - 6 * HOUR)
+        hi = bisect.bisect_right(tenant_starts[scope.tenant], t)
+        recent_others = [r for r in by_tenant[scope.tenant][lo:hi] if r.scope != scope]
+        forecast = forecast_risk(scope, past + recent_others, t, horizon, model)  # type: ignore[arg-type]
+        actual = sum(r.failed for r in future) / horizon
+        covered += forecast.interval_low <= actual <= forecast.interval_high
+        widths.append(forecast.interval_high - forecast.interval_low)
+        errors.append(abs(forecast.expected_failure_rate - actual))
+        last = [int(r.failed) for r in past if r.counts_for_risk][-NAIVE_WINDOW:]
+        naive_errors.append(abs(sum(last) / len(last) - actual))
+    return {
+        "horizon_runs": horizon,
+        "samples": samples,
+        "interval_level": INTERVAL_LEVEL,
+        "interval_coverage": round(covered / samples, 3),
+        "mean_interval_width": round(float(np.mean(widths)), 3),
+        "mae_expected_rate_model": round(float(np.mean(errors)), 4),
+        "mae_naive_recent_rate": round(float(np.mean(naive_errors)), 4),
+        "mse_expected_rate_model": round(float(np.mean(np.square(errors))), 5),
+        "mse_naive_recent_rate": round(float(np.mean(np.square(naive_errors))), 5),
+    }
 
 
 def plot_calibration(curves: dict[str, np.ndarray], path: Path) -> None:
@@ -319,6 +375,7 @@ def evaluate_recommendations(history: SimHistory, cut: float) -> dict[str, objec
     checks = {"quarantine_test": 0, "raise_memory_limit": 0, "pin_or_mirror_dependency": 0, "split_or_retime": 0}
     correct = dict.fromkeys(checks, 0)
     found_causes = {"flaky": [0, 0], "leak": [0, 0], "drift": [0, 0], "outage": [0, 0]}
+    observable_flaky = [0, 0]  # live flaky episodes whose test flaked >= MIN_FLAKES_RECENT times in 7 days
     examples = []
     now = cut + 7 * DAY
     while now <= history.end + 1:
@@ -341,12 +398,19 @@ def evaluate_recommendations(history: SimHistory, cut: float) -> dict[str, objec
                 if e.kind in found_causes and live:
                     found_causes[e.kind][0] += 1
                     found_causes[e.kind][1] += index in matched
+                    if e.kind == "flaky" and sum(
+                            e.detail in r.flaky_tests for r in runs
+                            if r.pipeline == e.pipeline and r.job == e.job and r.started_at >= now - 7 * DAY
+                    ) >= MIN_FLAKES_RECENT:
+                        observable_flaky[0] += 1
+                        observable_flaky[1] += index in matched
         now += 7 * DAY
     return {
         "checked_at": "end of each test week, from the 14 days before",
         "precision": {k: (round(correct[k] / checks[k], 3) if checks[k] else None) for k in checks},
         "recommendations": checks,
         "live_causes_found": {k: f"{v[1]} of {v[0]}" for k, v in found_causes.items()},
+        "observable_flaky_found": f"{observable_flaky[1]} of {observable_flaky[0]}",
         "examples": examples[:4],
     }
 
@@ -420,6 +484,11 @@ def main(argv: list[str] | None = None) -> None:
           f"{model['log_loss'] / naive['log_loss']:>9.2f}{model['ece'] / max(naive['ece'], 1e-9):>8.2f}"
           f"{model['precision_at_k'] / naive['precision_at_k']:>8.2f}")
     print(f"(P@{TOP_K} base rate: {forecasts['top_k_base_rate']:.3f})")
+    h = forecasts["horizon"]
+    print(f"next {h['horizon_runs']} runs: expected-rate MAE {h['mae_expected_rate_model']:.4f} vs naive "
+          f"{h['mae_naive_recent_rate']:.4f}, MSE {h['mse_expected_rate_model']:.4f} vs "
+          f"{h['mse_naive_recent_rate']:.4f}; {h['interval_level']:.0%} interval covers {h['interval_coverage']:.1%}"
+          f" (mean width {h['mean_interval_width']:.2f}, {h['samples']} sampled job/times)")
     print(f"replacement rule on the training weeks: {replacement.reason}")
     print(f"\n{'anomalies':<22}{'alerts':>8}{'precision':>11}{'recall':>8}{'FPR':>9}")
     for name in ("detector", "naive_mean_3sd"):
@@ -429,7 +498,9 @@ def main(argv: list[str] | None = None) -> None:
           f"failure-burst alerts during an injected episode: {anomalies['failure_bursts']['during_an_injected_episode']}"
           f" of {anomalies['failure_bursts']['alerts']})")
     print("\nrecommendations precision:", recommendations["precision"])
-    print("live causes found:", recommendations["live_causes_found"])
+    print("live causes found:", recommendations["live_causes_found"],
+          f"(flaky tests that flaked >= {MIN_FLAKES_RECENT} times in the week: "
+          f"{recommendations['observable_flaky_found']})")
     print(f"\nwrote {RESULTS / 'predictor_eval.json'} and {RESULTS / 'predictor_calibration.png'} "
           f"in {results['seconds']}s")
 

@@ -49,7 +49,7 @@ HELDOUT_FRACTION = 0.2
 MIN_TRAINING_RUNS = 300
 MIN_TRAINING_FAILURES = 20
 # How quickly a forecast reverts from "now" to the pipeline's long-run rate, per run.
-MEAN_REVERSION = 0.9
+MEAN_REVERSION = 0.8  # chosen on seed 11 of the simulator; the evaluation reports seed 7
 PRIOR_VERSION = 0
 
 

@@ -42,7 +42,7 @@ DRIFT_MIN_PER_DAY = 0.005  # 0.5% slower every day is 15% a month
 DRIFT_MIN_TOTAL = 0.06
 DRIFT_CONFIDENCE = 0.99
 DRIFT_MIN_LOWER_PER_DAY = 0.001  # even the slope's lower 99% bound is a real slowdown
-STILL_FLAKING_S = 2 * DAY
+STILL_FLAKING_S = 3 * DAY
 
 
 @dataclass(frozen=True)
