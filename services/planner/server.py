@@ -229,4 +229,4 @@ async def build(config: ServiceConfig, runtime: Runtime) -> Assembly:
         register=lambda server: planner_pb2_grpc.add_PlannerServicer_to_server(servicer, server),
         access=ACCESS,
     )
-    return Assembly(definition=definition, on_stop=stop, live_defaults=LIVE_DEFAULTS)
+    return Assembly(definition=definition, on_stop=stop)
