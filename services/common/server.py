@@ -115,11 +115,11 @@ class Guard(grpc.aio.ServerInterceptor):
         def admit(context: grpc.aio.ServicerContext) -> None:
             auth.set_principal(None)
             principal = self._verifier.verify(auth.bearer_token(context.invocation_metadata()))
+            auth.set_principal(principal)  # verified: a refusal below is attributed to it
             auth.authorize(principal, method, self._access)
             if Role.SERVICE.value in principal.roles and self._require_peer_identity:
                 _check_peer_identity(principal.subject, context)
             _check_tenant_header(principal, context)
-            auth.set_principal(principal)
             tracing.annotate(tenant=principal.tenant, principal=principal.subject)
 
         return admit
