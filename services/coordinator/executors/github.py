@@ -20,11 +20,11 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from services.common.vocabulary import ActionKind, Provider
+from services.common.vocabulary import Provider
 from services.coordinator.executors.base import (
     ActionRequest,
     ActionResult,
@@ -32,13 +32,11 @@ from services.coordinator.executors.base import (
     MissingParameter,
     ProviderRejected,
     ProviderUnavailable,
-    failed,
     require,
     require_int,
-    unsupported,
 )
-from services.coordinator.executors.fresh_runner import execute_fresh_runner_step
 from services.coordinator.executors.http import HttpClient
+from services.coordinator.executors.provider import ProviderExecutor
 
 log = logging.getLogger(__name__)
 
@@ -215,29 +213,9 @@ def _repository(request: ActionRequest) -> str:
     return repository
 
 
-class GitHubActionsExecutor:
+class GitHubActionsExecutor(ProviderExecutor):
     provider = Provider.PROVIDER_GITHUB_ACTIONS
     name = "GitHub Actions executor"
-
-    def __init__(self, client: GitHubClient, *, clock: Callable[[], float] = time.time) -> None:
-        self.client = client
-        self.clock = clock
-
-    def supports(self, kind: ActionKind) -> bool:
-        return kind in (ActionKind.RETRY, ActionKind.RETRY_ON_FRESH_RUNNER)
-
-    def execute(self, request: ActionRequest) -> ActionResult:
-        before = self.client.http.calls_in_this_thread()
-        try:
-            if request.kind is ActionKind.RETRY:
-                result = self.rerun(request)
-            elif request.kind is ActionKind.RETRY_ON_FRESH_RUNNER:
-                result = execute_fresh_runner_step(self, request, clock=self.clock)
-            else:
-                result = unsupported(self.name, request)
-        except (ProviderRejected, MissingParameter) as exc:
-            result = failed(exc.message)
-        return replace(result, calls_made=self.client.http.calls_in_this_thread() - before)
 
     # -- RETRY -------------------------------------------------------------------
 

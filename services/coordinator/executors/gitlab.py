@@ -13,26 +13,20 @@ not retried again. `project_id` may be the numeric id or the path ("acme/web").
 from __future__ import annotations
 
 import logging
-import time
 import urllib.parse
-from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
-from services.common.vocabulary import ActionKind, Provider
+from services.common.vocabulary import Provider
 from services.coordinator.executors.base import (
     ActionRequest,
     ActionResult,
     ActionStatus,
-    MissingParameter,
     ProviderRejected,
-    failed,
     require,
     require_int,
-    unsupported,
 )
-from services.coordinator.executors.fresh_runner import execute_fresh_runner_step
 from services.coordinator.executors.http import HttpClient
+from services.coordinator.executors.provider import ProviderExecutor
 
 log = logging.getLogger(__name__)
 
@@ -92,29 +86,9 @@ class GitLabClient:
                                form={"paused": "true" if paused else "false"}))
 
 
-class GitLabExecutor:
+class GitLabExecutor(ProviderExecutor):
     provider = Provider.PROVIDER_GITLAB
     name = "GitLab executor"
-
-    def __init__(self, client: GitLabClient, *, clock: Callable[[], float] = time.time) -> None:
-        self.client = client
-        self.clock = clock
-
-    def supports(self, kind: ActionKind) -> bool:
-        return kind in (ActionKind.RETRY, ActionKind.RETRY_ON_FRESH_RUNNER)
-
-    def execute(self, request: ActionRequest) -> ActionResult:
-        before = self.client.http.calls_in_this_thread()
-        try:
-            if request.kind is ActionKind.RETRY:
-                result = self.rerun(request)
-            elif request.kind is ActionKind.RETRY_ON_FRESH_RUNNER:
-                result = execute_fresh_runner_step(self, request, clock=self.clock)
-            else:
-                result = unsupported(self.name, request)
-        except (ProviderRejected, MissingParameter) as exc:
-            result = failed(exc.message)
-        return replace(result, calls_made=self.client.http.calls_in_this_thread() - before)
 
     # -- RETRY -------------------------------------------------------------------
 
