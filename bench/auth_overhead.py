@@ -52,13 +52,16 @@ def per_call(fn: Callable[[], object], seconds: float) -> tuple[float, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.auth_overhead", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.auth_overhead", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--seconds", type=float, default=1.5, help="time per measurement (default 1.5)")
     args = parser.parse_args(argv)
 
     key = ed25519.Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     signer = TokenSigner(pem, public_jwk(key)["kid"])
     revocations = RevocationList()
     for index in range(10_000):  # a realistic revocation list
@@ -77,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 if name == "x-hg-tenant" and value != principal.tenant:
                     raise AssertionError("tenant header")
             return principal
+
         return admit
 
     log = next((ROOT / "examples").glob("oom*.log")).read_bytes()
@@ -99,21 +103,39 @@ def main(argv: list[str] | None = None) -> int:
         "cached_per_heal_vs_diagnose": HOPS * cached_s / diagnose_s,
         "uncached_per_heal_vs_diagnose": HOPS * uncached_s / diagnose_s,
     }
-    print(f"\nauthorisation / diagnose, one guarded call: cached {ratios['cached_per_call_vs_diagnose']:.2%}, "
-          f"uncached {ratios['uncached_per_call_vs_diagnose']:.2%}")
-    print(f"authorisation / diagnose, a heal of {HOPS} guarded calls: cached "
-          f"{ratios['cached_per_heal_vs_diagnose']:.2%}, uncached {ratios['uncached_per_heal_vs_diagnose']:.2%}")
-    print("(the diagnose baseline is only the detector's domain work; a heal also pays fsyncs, planning,\n"
-          " and gRPC hops, so the share of the whole heal is smaller still)")
+    print(
+        f"\nauthorisation / diagnose, one guarded call: cached {ratios['cached_per_call_vs_diagnose']:.2%}, "
+        f"uncached {ratios['uncached_per_call_vs_diagnose']:.2%}"
+    )
+    print(
+        f"authorisation / diagnose, a heal of {HOPS} guarded calls: cached "
+        f"{ratios['cached_per_heal_vs_diagnose']:.2%}, uncached {ratios['uncached_per_heal_vs_diagnose']:.2%}"
+    )
+    print(
+        "(the diagnose baseline is only the detector's domain work; a heal also pays fsyncs, planning,\n"
+        " and gRPC hops, so the share of the whole heal is smaller still)"
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "command": "python -m bench.auth_overhead --seconds %s" % args.seconds,
-        "machine": platform.platform(), "python": platform.python_version(),
-        "guard_cached_us": cached_s * 1e6, "guard_uncached_us": uncached_s * 1e6,
-        "guard_cached_per_s": 1 / cached_s, "guard_uncached_per_s": 1 / uncached_s,
-        "diagnose_us": diagnose_s * 1e6, "sample_log_bytes": len(log), "hops_per_heal": HOPS,
-        "revocation_list_size": 10_000, **ratios,
-    }, indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "command": f"python -m bench.auth_overhead --seconds {args.seconds}",
+                "machine": platform.platform(),
+                "python": platform.python_version(),
+                "guard_cached_us": cached_s * 1e6,
+                "guard_uncached_us": uncached_s * 1e6,
+                "guard_cached_per_s": 1 / cached_s,
+                "guard_uncached_per_s": 1 / uncached_s,
+                "diagnose_us": diagnose_s * 1e6,
+                "sample_log_bytes": len(log),
+                "hops_per_heal": HOPS,
+                "revocation_list_size": 10_000,
+                **ratios,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return 0
 
 

@@ -40,8 +40,10 @@ def baseline(folder: Path, calls: int) -> float:
     start = time.perf_counter()
     for _ in range(calls):
         with db.transaction() as conn:
-            conn.execute("INSERT INTO usage_events VALUES (?, 'acme', ?, 1, ?)", (uuid.uuid4().hex, int(RES),
-                                                                                 time.time()))
+            conn.execute(
+                "INSERT INTO usage_events VALUES (?, 'acme', ?, 1, ?)",
+                (uuid.uuid4().hex, int(RES), time.time()),
+            )
     elapsed = time.perf_counter() - start
     db.close()
     return calls / elapsed
@@ -84,8 +86,12 @@ def contended(folder: Path, writers: int, calls: int, limit: int) -> tuple[float
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.quota_contention", description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=400, help="consume calls per configuration (default 400)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.quota_contention", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--calls", type=int, default=400, help="consume calls per configuration (default 400)"
+    )
     args = parser.parse_args(argv)
     limit = args.calls * 3 // 4  # the last quarter of calls is refused: both paths are measured
     with tempfile.TemporaryDirectory(prefix="hg-quota-bench-") as tmp:
@@ -95,17 +101,36 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'configuration':42} {'calls/s':>9} {'vs baseline':>12} {'granted':>8} {'refused':>8}")
     print(f"{'baseline: bare durable INSERT, 1 writer':42} {base:9,.0f} {1.0:12.2f} {'-':>8} {'-':>8}")
     for writers, rate, granted, refused in rows:
-        print(f"{f'ConsumeQuota, {writers} writer(s), one tenant':42} {rate:9,.0f} {rate / base:12.2f} "
-              f"{granted:8} {refused:8}")
+        print(
+            f"{f'ConsumeQuota, {writers} writer(s), one tenant':42} {rate:9,.0f} {rate / base:12.2f} "
+            f"{granted:8} {refused:8}"
+        )
     print(f"(limit {limit} of {args.calls} calls; never over-spent in any configuration)")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "command": f"python -m bench.quota_contention --calls {args.calls}",
-        "machine": platform.platform(), "python": platform.python_version(),
-        "baseline_insert_per_s": base, "limit": limit, "calls": args.calls,
-        "contended": [{"writers": w, "calls_per_s": r, "ratio_to_baseline": r / base, "granted": g, "refused": f}
-                      for w, r, g, f in rows],
-    }, indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "command": f"python -m bench.quota_contention --calls {args.calls}",
+                "machine": platform.platform(),
+                "python": platform.python_version(),
+                "baseline_insert_per_s": base,
+                "limit": limit,
+                "calls": args.calls,
+                "contended": [
+                    {
+                        "writers": w,
+                        "calls_per_s": r,
+                        "ratio_to_baseline": r / base,
+                        "granted": g,
+                        "refused": f,
+                    }
+                    for w, r, g, f in rows
+                ],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return 0
 
 

@@ -137,11 +137,11 @@ class WrappedKey:
 
 
 class KeyStore(Protocol):
-    def wrapped_keys(self, tenant_id: str) -> list[WrappedKey]: ...   # every version, oldest first
+    def wrapped_keys(self, tenant_id: str) -> list[WrappedKey]: ...  # every version, oldest first
 
     def all_wrapped_keys(self) -> list[WrappedKey]: ...
 
-    def put_wrapped_key(self, key: WrappedKey) -> None: ...            # insert or replace (tenant, version)
+    def put_wrapped_key(self, key: WrappedKey) -> None: ...  # insert or replace (tenant, version)
 
     def delete_wrapped_keys(self, tenant_id: str) -> int: ...
 
@@ -178,7 +178,7 @@ class Envelope:
         self.store = store
         self._clock = clock
         self._lock = threading.Lock()
-        self._plain: dict[tuple[str, int], AESGCM] = {}   # unwrapped keys, in memory only
+        self._plain: dict[tuple[str, int], AESGCM] = {}  # unwrapped keys, in memory only
 
     def encrypt(self, tenant_id: str, plaintext: bytes, associated_data: bytes = b"") -> bytes:
         if not tenant_id:
@@ -193,12 +193,13 @@ class Envelope:
             raise DecryptionFailed("not an envelope ciphertext (bad header or too short)")
         _, version = _HEADER.unpack_from(blob)
         key = self._key(tenant_id, version)
-        nonce = blob[_HEADER.size:_HEADER.size + NONCE_BYTES]
+        nonce = blob[_HEADER.size : _HEADER.size + NONCE_BYTES]
         try:
-            return key.decrypt(nonce, blob[_HEADER.size + NONCE_BYTES:], _aad(tenant_id, associated_data))
+            return key.decrypt(nonce, blob[_HEADER.size + NONCE_BYTES :], _aad(tenant_id, associated_data))
         except InvalidTag:
-            raise DecryptionFailed(f"ciphertext does not verify for tenant {tenant_id!r} (tampered or moved)") \
-                from None
+            raise DecryptionFailed(
+                f"ciphertext does not verify for tenant {tenant_id!r} (tampered or moved)"
+            ) from None
 
     def rotate_data_key(self, tenant_id: str) -> int:
         """Start a new data-key version for this tenant; old versions still decrypt."""
@@ -215,8 +216,15 @@ class Envelope:
                     continue
                 context = _context(wrapped.tenant_id, wrapped.version)
                 plain = self.master.unwrap(wrapped.wrapped, context, wrapped.master_key_id)
-                self.store.put_wrapped_key(WrappedKey(wrapped.tenant_id, wrapped.version, self.master.key_id,
-                                                      self.master.wrap(plain, context), wrapped.created_at))
+                self.store.put_wrapped_key(
+                    WrappedKey(
+                        wrapped.tenant_id,
+                        wrapped.version,
+                        self.master.key_id,
+                        self.master.wrap(plain, context),
+                        wrapped.created_at,
+                    )
+                )
                 count += 1
         return count
 
@@ -243,21 +251,30 @@ class Envelope:
             for wrapped in self.store.wrapped_keys(tenant_id):
                 if wrapped.version == version:
                     return self._unwrapped(wrapped)
-        raise NotFound("data key", f"{tenant_id}/v{version}",
-                       f"data key v{version} of tenant {tenant_id!r} does not exist (destroyed or never made)")
+        raise NotFound(
+            "data key",
+            f"{tenant_id}/v{version}",
+            f"data key v{version} of tenant {tenant_id!r} does not exist (destroyed or never made)",
+        )
 
     def _unwrapped(self, wrapped: WrappedKey) -> AESGCM:
         cache_key = (wrapped.tenant_id, wrapped.version)
         if cache_key not in self._plain:
-            plain = self.master.unwrap(wrapped.wrapped, _context(wrapped.tenant_id, wrapped.version),
-                                       wrapped.master_key_id)
+            plain = self.master.unwrap(
+                wrapped.wrapped, _context(wrapped.tenant_id, wrapped.version), wrapped.master_key_id
+            )
             self._plain[cache_key] = AESGCM(plain)
         return self._plain[cache_key]
 
     def _new_key(self, tenant_id: str, version: int) -> tuple[int, AESGCM]:
         plain = AESGCM.generate_key(bit_length=256)
-        wrapped = WrappedKey(tenant_id, version, self.master.key_id,
-                             self.master.wrap(plain, _context(tenant_id, version)), self._clock())
+        wrapped = WrappedKey(
+            tenant_id,
+            version,
+            self.master.key_id,
+            self.master.wrap(plain, _context(tenant_id, version)),
+            self._clock(),
+        )
         self.store.put_wrapped_key(wrapped)
         self._plain[(tenant_id, version)] = AESGCM(plain)
         return version, self._plain[(tenant_id, version)]

@@ -46,10 +46,10 @@ SUBJECT_PREFIX = REVOKED_PREFIX + "subject/"
 JWKS_KEY = "/healing-guard/jwks"
 REPORTS_PREFIX = "/healing-guard/security/reports/"
 
-RESYNC_INTERVAL_S = 5.0        # the staleness bound if a watch stalls
-REPORT_FLUSH_S = 1.0           # refused calls are batched this long before reaching etcd
-REPORT_TTL_S = 120             # report batches expire from etcd after this
-REPORT_BATCH_MAX = 500         # at most this many refusals per batch; the rest are counted
+RESYNC_INTERVAL_S = 5.0  # the staleness bound if a watch stalls
+REPORT_FLUSH_S = 1.0  # refused calls are batched this long before reaching etcd
+REPORT_TTL_S = 120  # report batches expire from etcd after this
+REPORT_BATCH_MAX = 500  # at most this many refusals per batch; the rest are counted
 
 
 def lockout_key(tenant: str, subject: str) -> str:
@@ -62,8 +62,8 @@ class RevocationList:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._jtis: dict[str, float] = {}          # jti -> when it may be forgotten (0 = never)
-        self._lockouts: dict[str, float] = {}      # "tenant/subject" -> locked until
+        self._jtis: dict[str, float] = {}  # jti -> when it may be forgotten (0 = never)
+        self._lockouts: dict[str, float] = {}  # "tenant/subject" -> locked until
         self.synced_at = 0.0
 
     def is_revoked(self, jti: str) -> bool:
@@ -88,14 +88,14 @@ class RevocationList:
     def apply(self, key: str, value: bytes | None) -> None:
         """Apply one etcd key under REVOKED_PREFIX (value None: deleted)."""
         if key.startswith(JTI_PREFIX):
-            jti = key[len(JTI_PREFIX):]
+            jti = key[len(JTI_PREFIX) :]
             with self._lock:
                 if value is None:
                     self._jtis.pop(jti, None)
                 else:
                     self._jtis[jti] = 0.0
         elif key.startswith(SUBJECT_PREFIX):
-            who = key[len(SUBJECT_PREFIX):]
+            who = key[len(SUBJECT_PREFIX) :]
             with self._lock:
                 if value is None:
                     self._lockouts.pop(who, None)
@@ -145,7 +145,8 @@ class GuardedVerifier(TokenVerifier):
         if until is not None:
             raise PermissionDenied(
                 f"{principal.subject!r} of tenant {principal.tenant!r} is locked out until "
-                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(until))} after suspicious activity")
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(until))} after suspicious activity"
+            )
         return principal
 
 
@@ -158,13 +159,13 @@ class Refusal:
 
     service: str
     method: str
-    status: str            # UNAUTHENTICATED or PERMISSION_DENIED
-    reason: str            # the message the caller got
-    source: str            # client address (x-forwarded-for behind the gateway)
-    tenant: str            # the token's tenant claim ("" if none; unverified when UNAUTHENTICATED)
+    status: str  # UNAUTHENTICATED or PERMISSION_DENIED
+    reason: str  # the message the caller got
+    source: str  # client address (x-forwarded-for behind the gateway)
+    tenant: str  # the token's tenant claim ("" if none; unverified when UNAUTHENTICATED)
     subject: str
     jti: str
-    verified: bool         # claims come from a token that verified
+    verified: bool  # claims come from a token that verified
     at: float
 
     def to_json(self) -> dict[str, Any]:
@@ -175,9 +176,15 @@ class Refusal:
         return cls(**{name: data.get(name, "") for name in cls.__dataclass_fields__})  # type: ignore[arg-type]
 
 
-def refusal_of(service: str, method_path: str, peer: str, error: HealingGuardError,
-               metadata: Sequence[tuple[str, Any]] | None, principal: Principal | None,
-               now: float | None = None) -> Refusal:
+def refusal_of(
+    service: str,
+    method_path: str,
+    peer: str,
+    error: HealingGuardError,
+    metadata: Sequence[tuple[str, Any]] | None,
+    principal: Principal | None,
+    now: float | None = None,
+) -> Refusal:
     """Describe a refused call; claims of an unverified token are read but marked so."""
     headers = {key: (value.decode() if isinstance(value, bytes) else value) for key, value in metadata or ()}
     forwarded = headers.get("x-forwarded-for", "").split(",")[0].strip()
@@ -190,8 +197,18 @@ def refusal_of(service: str, method_path: str, peer: str, error: HealingGuardErr
         claims = _unverified_claims(headers.get("authorization", ""))
         tenant, subject, jti = (str(claims.get(k, ""))[:128] for k in ("tenant", "sub", "jti"))
     status = "UNAUTHENTICATED" if isinstance(error, Unauthenticated) else "PERMISSION_DENIED"
-    return Refusal(service, method_path.rsplit("/", 1)[-1], status, error.message[:300], source, tenant,
-                   subject, jti, verified, time.time() if now is None else now)
+    return Refusal(
+        service,
+        method_path.rsplit("/", 1)[-1],
+        status,
+        error.message[:300],
+        source,
+        tenant,
+        subject,
+        jti,
+        verified,
+        time.time() if now is None else now,
+    )
 
 
 def _host(peer: str) -> str:
@@ -258,16 +275,24 @@ class SecurityPlumbing:
     verifier: GuardedVerifier | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    def on_auth_failure(self, method_path: str, peer: str, error: HealingGuardError,
-                        metadata: Sequence[tuple[str, Any]] | None, principal: Principal | None) -> None:
+    def on_auth_failure(
+        self,
+        method_path: str,
+        peer: str,
+        error: HealingGuardError,
+        metadata: Sequence[tuple[str, Any]] | None,
+        principal: Principal | None,
+    ) -> None:
         self.reporter.report(refusal_of(self.service, method_path, peer, error, metadata, principal))
 
     async def start(self, etcd: Any | None) -> None:
         if etcd is None:
             return
         await self._resync(etcd)
-        self.tasks = [asyncio.create_task(self._watch(etcd), name="revocation-watch"),
-                      asyncio.create_task(self._periodic(etcd), name="revocation-resync")]
+        self.tasks = [
+            asyncio.create_task(self._watch(etcd), name="revocation-watch"),
+            asyncio.create_task(self._periodic(etcd), name="revocation-resync"),
+        ]
 
     async def _resync(self, etcd: Any) -> None:
         from etcd3aio.kv import prefix_range_end
@@ -287,8 +312,10 @@ class SecurityPlumbing:
         while True:
             try:
                 async for response in etcd.watch.watch(
-                        REVOKED_PREFIX, range_end=prefix_range_end(REVOKED_PREFIX),
-                        start_revision=self._revision + 1):
+                    REVOKED_PREFIX,
+                    range_end=prefix_range_end(REVOKED_PREFIX),
+                    start_revision=self._revision + 1,
+                ):
                     for event in response.events:
                         deleted = event.type == 1
                         self.revocations.apply(event.kv.key.decode(), None if deleted else event.kv.value)
@@ -296,8 +323,11 @@ class SecurityPlumbing:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.warning("revocation watch interrupted; the %.0f s resync covers it", RESYNC_INTERVAL_S,
-                            exc_info=True)
+                log.warning(
+                    "revocation watch interrupted; the %.0f s resync covers it",
+                    RESYNC_INTERVAL_S,
+                    exc_info=True,
+                )
                 await asyncio.sleep(1.0)
 
     async def _periodic(self, etcd: Any) -> None:

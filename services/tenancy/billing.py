@@ -21,12 +21,21 @@ MAX_PERIOD_SECONDS = 366 * 86_400
 # Unit prices in micro-dollars per unit consumed (one failure reported, one action,
 # one runner minute). "free" is metered, not charged.
 PRICE_PLANS: dict[str, dict[Resource, int]] = {
-    "free": {Resource.RESOURCE_FAILURES_PER_MINUTE: 0, Resource.RESOURCE_ACTIONS_PER_DAY: 0,
-             Resource.RESOURCE_RUNNER_MINUTES_PER_MONTH: 0},
-    "team": {Resource.RESOURCE_FAILURES_PER_MINUTE: 2_000, Resource.RESOURCE_ACTIONS_PER_DAY: 10_000,
-             Resource.RESOURCE_RUNNER_MINUTES_PER_MONTH: 8_000},
-    "enterprise": {Resource.RESOURCE_FAILURES_PER_MINUTE: 1_000, Resource.RESOURCE_ACTIONS_PER_DAY: 5_000,
-                   Resource.RESOURCE_RUNNER_MINUTES_PER_MONTH: 6_000},
+    "free": {
+        Resource.RESOURCE_FAILURES_PER_MINUTE: 0,
+        Resource.RESOURCE_ACTIONS_PER_DAY: 0,
+        Resource.RESOURCE_RUNNER_MINUTES_PER_MONTH: 0,
+    },
+    "team": {
+        Resource.RESOURCE_FAILURES_PER_MINUTE: 2_000,
+        Resource.RESOURCE_ACTIONS_PER_DAY: 10_000,
+        Resource.RESOURCE_RUNNER_MINUTES_PER_MONTH: 8_000,
+    },
+    "enterprise": {
+        Resource.RESOURCE_FAILURES_PER_MINUTE: 1_000,
+        Resource.RESOURCE_ACTIONS_PER_DAY: 5_000,
+        Resource.RESOURCE_RUNNER_MINUTES_PER_MONTH: 6_000,
+    },
 }
 
 
@@ -64,7 +73,9 @@ def validate_period(start: float, end: float) -> tuple[float, float]:
     if end <= start:
         raise InvalidArgument("period_end", f"must be after period_start ({start:.0f}), got {end:.0f}")
     if end - start > MAX_PERIOD_SECONDS:
-        raise InvalidArgument("period_end", f"a period spans at most 366 days, got {(end - start) / 86_400:.1f}")
+        raise InvalidArgument(
+            "period_end", f"a period spans at most 366 days, got {(end - start) / 86_400:.1f}"
+        )
     return start, end
 
 
@@ -83,8 +94,14 @@ def usage_totals(events: Iterable[UsageEvent]) -> dict[Resource, int]:
     return dict(sorted(totals.items()))
 
 
-def billing_report(tenant_id: str, plan: str, start: float, end: float, events: Iterable[UsageEvent],
-                   prices: Mapping[str, Mapping[Resource, int]] = PRICE_PLANS) -> BillingReport:
+def billing_report(
+    tenant_id: str,
+    plan: str,
+    start: float,
+    end: float,
+    events: Iterable[UsageEvent],
+    prices: Mapping[str, Mapping[Resource, int]] = PRICE_PLANS,
+) -> BillingReport:
     if plan not in prices:
         raise InvalidArgument("plan", f"no price plan {plan!r}; known: {', '.join(prices)}")
     validate_period(start, end)
@@ -93,8 +110,16 @@ def billing_report(tenant_id: str, plan: str, start: float, end: float, events: 
         BillingLine(resource, quantity, prices[plan][resource], quantity * prices[plan][resource])
         for resource, quantity in usage_totals(chosen).items()
     )
-    return BillingReport(tenant_id, plan, start, end, lines, sum(line.amount_micros for line in lines),
-                         events_digest(chosen), len(chosen))
+    return BillingReport(
+        tenant_id,
+        plan,
+        start,
+        end,
+        lines,
+        sum(line.amount_micros for line in lines),
+        events_digest(chosen),
+        len(chosen),
+    )
 
 
 def usd(micros: int) -> float:

@@ -26,7 +26,7 @@ class SigningKey:
     kid: str
     private_pem: bytes
     created_at: float
-    retire_at: float = 0.0         # 0: not retiring; else leaves the JWKS at this time
+    retire_at: float = 0.0  # 0: not retiring; else leaves the JWKS at this time
 
     def published(self, now: float) -> bool:
         return self.retire_at == 0.0 or now < self.retire_at
@@ -38,8 +38,9 @@ class SigningKey:
 
 def new_signing_key(now: float) -> SigningKey:
     key = ed25519.Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return SigningKey(public_jwk(key)["kid"], pem, now)
 
 
@@ -58,7 +59,9 @@ class KeyRing:
     def current(self) -> SigningKey:
         active = [k for k in self.keys if k.retire_at == 0.0]
         if not active:
-            raise FailedPrecondition("no current signing key; tenancy cannot issue tokens", reason="NO_SIGNING_KEY")
+            raise FailedPrecondition(
+                "no current signing key; tenancy cannot issue tokens", reason="NO_SIGNING_KEY"
+            )
         return active[-1]
 
     def signer(self, issuer: str, audience: str) -> TokenSigner:
@@ -68,8 +71,9 @@ class KeyRing:
     def rotate(self, now: float, overlap_seconds: float) -> tuple[SigningKey, list[SigningKey]]:
         """Make a new current key; earlier ones retire after the overlap. Returns (new, changed)."""
         if not 0 <= overlap_seconds <= MAX_OVERLAP_SECONDS:
-            raise InvalidArgument("overlap_seconds", f"must be between 0 and {MAX_OVERLAP_SECONDS}, "
-                                                     f"got {overlap_seconds}")
+            raise InvalidArgument(
+                "overlap_seconds", f"must be between 0 and {MAX_OVERLAP_SECONDS}, got {overlap_seconds}"
+            )
         fresh = new_signing_key(now)
         changed = [replace(k, retire_at=now + overlap_seconds) for k in self.keys if k.retire_at == 0.0]
         by_kid = {k.kid: k for k in self.keys}

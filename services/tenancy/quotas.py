@@ -24,12 +24,21 @@ class Resource(enum.IntEnum):
 
 
 DEFAULT_LIMITS: dict[str, dict[Resource, int]] = {
-    "free": {Resource.RESOURCE_FAILURES_PER_MINUTE: 60, Resource.RESOURCE_ACTIONS_PER_DAY: 500,
-             Resource.RESOURCE_RUNNER_MINUTES_PER_MONTH: 2_000},
-    "team": {Resource.RESOURCE_FAILURES_PER_MINUTE: 600, Resource.RESOURCE_ACTIONS_PER_DAY: 10_000,
-             Resource.RESOURCE_RUNNER_MINUTES_PER_MONTH: 50_000},
-    "enterprise": {Resource.RESOURCE_FAILURES_PER_MINUTE: 6_000, Resource.RESOURCE_ACTIONS_PER_DAY: 200_000,
-                   Resource.RESOURCE_RUNNER_MINUTES_PER_MONTH: 1_000_000},
+    "free": {
+        Resource.RESOURCE_FAILURES_PER_MINUTE: 60,
+        Resource.RESOURCE_ACTIONS_PER_DAY: 500,
+        Resource.RESOURCE_RUNNER_MINUTES_PER_MONTH: 2_000,
+    },
+    "team": {
+        Resource.RESOURCE_FAILURES_PER_MINUTE: 600,
+        Resource.RESOURCE_ACTIONS_PER_DAY: 10_000,
+        Resource.RESOURCE_RUNNER_MINUTES_PER_MONTH: 50_000,
+    },
+    "enterprise": {
+        Resource.RESOURCE_FAILURES_PER_MINUTE: 6_000,
+        Resource.RESOURCE_ACTIONS_PER_DAY: 200_000,
+        Resource.RESOURCE_RUNNER_MINUTES_PER_MONTH: 1_000_000,
+    },
 }
 
 
@@ -49,7 +58,11 @@ def window_of(resource: Resource, now: float) -> Window:
         return Window(start.timestamp(), start.timestamp() + 86_400)
     if resource is Resource.RESOURCE_RUNNER_MINUTES_PER_MONTH:
         start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        following = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+        following = (
+            start.replace(year=start.year + 1, month=1)
+            if start.month == 12
+            else start.replace(month=start.month + 1)
+        )
         return Window(start.timestamp(), following.timestamp())
     raise InvalidArgument("resource", f"must be a known resource, got {int(resource)}")
 

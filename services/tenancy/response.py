@@ -28,7 +28,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from services.common.security import (
-    JTI_PREFIX, JWKS_KEY, REPORTS_PREFIX, Refusal, RevocationList, lockout_key,
+    JTI_PREFIX,
+    JWKS_KEY,
+    REPORTS_PREFIX,
+    Refusal,
+    RevocationList,
+    lockout_key,
 )
 from services.tenancy.store import TenancyStore
 from services.tenancy.tenants import Tenant
@@ -75,8 +80,12 @@ class Publisher:
         if self.etcd is None:
             return
         lease = await self.etcd.lease.grant(max(1, int(until - now) + 1), timeout=ETCD_TIMEOUT_S)
-        await self.etcd.kv.put(lockout_key(tenant, subject), json.dumps({"until": until, "reason": reason}),
-                               lease=lease.ID, timeout=ETCD_TIMEOUT_S)
+        await self.etcd.kv.put(
+            lockout_key(tenant, subject),
+            json.dumps({"until": until, "reason": reason}),
+            lease=lease.ID,
+            timeout=ETCD_TIMEOUT_S,
+        )
 
     async def jwks(self, jwks: Mapping[str, Any]) -> None:
         if self.etcd is not None:
@@ -86,8 +95,14 @@ class Publisher:
 class ThreatResponder:
     """Refusals in, detections and responses out."""
 
-    def __init__(self, detector: ThreatDetector, store: TenancyStore, publisher: Publisher, record: Record,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        detector: ThreatDetector,
+        store: TenancyStore,
+        publisher: Publisher,
+        record: Record,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.detector = detector
         self.store = store
         self.publisher = publisher
@@ -105,39 +120,80 @@ class ThreatResponder:
                 if response is Response.REVOCATION and detection.token_id:
                     issued = self.store.issued(detection.token_id)
                     expires = float(issued["expires_at"]) if issued else 0.0  # type: ignore[arg-type]
-                    if self.store.revoke(detection.token_id, f"threat response: {detection.kind.value}",
-                                         detection.at, detection.tenant, expires):
-                        await self.publisher.revoke(detection.token_id, detection.kind.value, expires, self.clock())
+                    if self.store.revoke(
+                        detection.token_id,
+                        f"threat response: {detection.kind.value}",
+                        detection.at,
+                        detection.tenant,
+                        expires,
+                    ):
+                        await self.publisher.revoke(
+                            detection.token_id, detection.kind.value, expires, self.clock()
+                        )
                     done.append("revocation")
                 elif response is Response.LOCKOUT and detection.subject and detection.lockout_until:
-                    await self.publisher.lock_out(detection.tenant, detection.subject, detection.lockout_until,
-                                                  self.clock(), detection.kind.value)
+                    await self.publisher.lock_out(
+                        detection.tenant,
+                        detection.subject,
+                        detection.lockout_until,
+                        self.clock(),
+                        detection.kind.value,
+                    )
                     done.append("lockout")
                 elif response is Response.ALERT:
-                    log.warning("SECURITY %s tenant=%r subject=%r source=%s: %s", detection.kind.value,
-                                detection.tenant, detection.subject, detection.source, detection.detail)
+                    log.warning(
+                        "SECURITY %s tenant=%r subject=%r source=%s: %s",
+                        detection.kind.value,
+                        detection.tenant,
+                        detection.subject,
+                        detection.source,
+                        detection.detail,
+                    )
                     done.append("alert")
             except Exception:
                 log.exception("threat response %s for %s failed", response.value, detection.kind.value)
         event_id = uuid.uuid4().hex
-        self.store.add_security_event(event_id, detection.tenant, detection.kind.value, detection.source,
-                                      detection.detail, ",".join(done), detection.at)
-        await self.record("SECURITY_EVENT", detection.tenant or "platform", f"security/{event_id}", {
-            "kind": detection.kind.value, "source": detection.source, "subject": detection.subject,
-            "token_id": detection.token_id, "detail": detection.detail, "responses": done,
-        })
+        self.store.add_security_event(
+            event_id,
+            detection.tenant,
+            detection.kind.value,
+            detection.source,
+            detection.detail,
+            ",".join(done),
+            detection.at,
+        )
+        await self.record(
+            "SECURITY_EVENT",
+            detection.tenant or "platform",
+            f"security/{event_id}",
+            {
+                "kind": detection.kind.value,
+                "source": detection.source,
+                "subject": detection.subject,
+                "token_id": detection.token_id,
+                "detail": detection.detail,
+                "responses": done,
+            },
+        )
         return detection
 
     async def follow(self, etcd: Any) -> None:
         """Read every report batch under REPORTS_PREFIX from now on, and delete what was read."""
         from etcd3aio.kv import prefix_range_end
 
-        start = (await etcd.kv.get(REPORTS_PREFIX, range_end=prefix_range_end(REPORTS_PREFIX), count_only=True,
-                                   timeout=ETCD_TIMEOUT_S)).header.revision + 1
+        start = (
+            await etcd.kv.get(
+                REPORTS_PREFIX,
+                range_end=prefix_range_end(REPORTS_PREFIX),
+                count_only=True,
+                timeout=ETCD_TIMEOUT_S,
+            )
+        ).header.revision + 1
         while True:
             try:
-                async for response in etcd.watch.watch(REPORTS_PREFIX, range_end=prefix_range_end(REPORTS_PREFIX),
-                                                       start_revision=start):
+                async for response in etcd.watch.watch(
+                    REPORTS_PREFIX, range_end=prefix_range_end(REPORTS_PREFIX), start_revision=start
+                ):
                     for event in response.events:
                         start = max(start, event.kv.mod_revision + 1)
                         if event.type == 1:  # deletions: batches we consumed, or lease expiry

@@ -54,8 +54,12 @@ def _require_platform_admin(action: str) -> None:
 
 def _quota_message(state: QuotaState) -> tenancy_pb2.Quota:
     return tenancy_pb2.Quota(
-        tenant_id=state.tenant_id, resource=int(state.resource), limit=state.limit, used=state.used,
-        window_start=timestamp(state.window_start), window_end=timestamp(state.window_end),
+        tenant_id=state.tenant_id,
+        resource=int(state.resource),
+        limit=state.limit,
+        used=state.used,
+        window_start=timestamp(state.window_start),
+        window_end=timestamp(state.window_end),
     )
 
 
@@ -64,10 +68,17 @@ def _period(request: Any) -> tuple[float, float]:
 
 
 class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
-    def __init__(self, store: TenancyStore, keyring: KeyRing | None, audit: AuditTrail | None,
-                 envelope: Envelope | None = None, publisher: Publisher | None = None,
-                 issuer: str = "healing-guard", audience: str = "healing-guard",
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: TenancyStore,
+        keyring: KeyRing | None,
+        audit: AuditTrail | None,
+        envelope: Envelope | None = None,
+        publisher: Publisher | None = None,
+        issuer: str = "healing-guard",
+        audience: str = "healing-guard",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.keyring = keyring
         self.audit = audit
@@ -84,8 +95,12 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
         config = dict(tenant.config)
         config.update({name: tenants.SECRET_PLACEHOLDER for name in self.store.secrets(tenant.tenant_id)})
         return tenancy_pb2.Tenant(
-            tenant_id=tenant.tenant_id, display_name=tenant.display_name, plan=tenant.plan,
-            state=int(tenant.state), created_at=timestamp(tenant.created_at), config=config,
+            tenant_id=tenant.tenant_id,
+            display_name=tenant.display_name,
+            plan=tenant.plan,
+            state=int(tenant.state),
+            created_at=timestamp(tenant.created_at),
+            config=config,
             suspended_reason=tenant.suspended_reason,
         )
 
@@ -99,11 +114,17 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
         if not secrets:
             return {}
         if self.envelope is None:
-            raise FailedPrecondition("tenant secrets need a master key: set HG_MASTER_KEY_FILE",
-                                     reason="NO_MASTER_KEY")
-        return {name: (self.envelope.encrypt(tenant_id, value.encode(), f"tenant-secret:{name}".encode())
-                       if value else None)
-                for name, value in secrets.items()}
+            raise FailedPrecondition(
+                "tenant secrets need a master key: set HG_MASTER_KEY_FILE", reason="NO_MASTER_KEY"
+            )
+        return {
+            name: (
+                self.envelope.encrypt(tenant_id, value.encode(), f"tenant-secret:{name}".encode())
+                if value
+                else None
+            )
+            for name, value in secrets.items()
+        }
 
     # -- tenants ---------------------------------------------------------------------------
     async def CreateTenant(self, request, context):  # type: ignore[no-untyped-def]
@@ -111,8 +132,12 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
         tenant = tenants.new_tenant(request.tenant_id, request.display_name, request.plan, self.clock())
         self.store.create_tenant(tenant)
         await self._publish(tenant)
-        await self._record("ADMIN_CHANGE", tenant.tenant_id, f"tenant/{tenant.tenant_id}",
-                           {"change": "create_tenant", "plan": tenant.plan, "by": auth.current_principal().subject})
+        await self._record(
+            "ADMIN_CHANGE",
+            tenant.tenant_id,
+            f"tenant/{tenant.tenant_id}",
+            {"change": "create_tenant", "plan": tenant.plan, "by": auth.current_principal().subject},
+        )
         return self._tenant_message(tenant)
 
     async def GetTenant(self, request, context):  # type: ignore[no-untyped-def]
@@ -126,8 +151,9 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
             raise InvalidArgument("page_size", f"must be between 1 and {PAGE_SIZE_MAX}, got {size}")
         found = self.store.list_tenants(request.page_token, size)
         next_token = found[-1].tenant_id if len(found) == size else ""
-        return tenancy_pb2.ListTenantsResponse(tenants=[self._tenant_message(t) for t in found],
-                                               next_page_token=next_token)
+        return tenancy_pb2.ListTenantsResponse(
+            tenants=[self._tenant_message(t) for t in found], next_page_token=next_token
+        )
 
     async def UpdateTenant(self, request, context):  # type: ignore[no-untyped-def]
         tenant_id = auth.tenant_for(request.tenant.tenant_id, "tenant.tenant_id")
@@ -136,26 +162,33 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
         if request.tenant.plan and request.tenant.plan != current.plan:
             _require_platform_admin("changing a tenant's plan")
             if request.tenant.plan not in tenants.PLANS:
-                raise InvalidArgument("tenant.plan", f"must be one of {', '.join(tenants.PLANS)}; "
-                                                     f"got {request.tenant.plan!r}")
+                raise InvalidArgument(
+                    "tenant.plan", f"must be one of {', '.join(tenants.PLANS)}; got {request.tenant.plan!r}"
+                )
             current.plan = request.tenant.plan
             changes.append("plan")
         if request.tenant.display_name and request.tenant.display_name != current.display_name:
             if len(request.tenant.display_name) > 200:
-                raise InvalidArgument("tenant.display_name", "must be at most 200 characters, "
-                                                             f"got {len(request.tenant.display_name)}")
+                raise InvalidArgument(
+                    "tenant.display_name",
+                    f"must be at most 200 characters, got {len(request.tenant.display_name)}",
+                )
             current.display_name = request.tenant.display_name
             changes.append("display_name")
         plain, secrets = tenants.split_config(dict(request.tenant.config))
         current.config = tenants.merge_config(current.config, plain)
-        sealed = self._seal(tenant_id, secrets)     # everything validated before anything is stored
+        sealed = self._seal(tenant_id, secrets)  # everything validated before anything is stored
         self.store.update_tenant(current)
         if sealed:
             self.store.put_secrets(tenant_id, sealed, self.clock())
         changes += [f"config.{k}" for k in plain] + [f"{k} (secret)" for k in secrets]
         await self._publish(current)
-        await self._record("ADMIN_CHANGE", tenant_id, f"tenant/{tenant_id}",
-                           {"change": "update_tenant", "fields": changes, "by": auth.current_principal().subject})
+        await self._record(
+            "ADMIN_CHANGE",
+            tenant_id,
+            f"tenant/{tenant_id}",
+            {"change": "update_tenant", "fields": changes, "by": auth.current_principal().subject},
+        )
         return self._tenant_message(current)
 
     async def SuspendTenant(self, request, context):  # type: ignore[no-untyped-def]
@@ -168,9 +201,16 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
         tenant.suspended_reason = request.reason or "suspended by a platform admin"
         self.store.update_tenant(tenant)
         await self._publish(tenant)
-        await self._record("ADMIN_CHANGE", tenant.tenant_id, f"tenant/{tenant.tenant_id}",
-                           {"change": "suspend_tenant", "reason": tenant.suspended_reason,
-                            "by": auth.current_principal().subject})
+        await self._record(
+            "ADMIN_CHANGE",
+            tenant.tenant_id,
+            f"tenant/{tenant.tenant_id}",
+            {
+                "change": "suspend_tenant",
+                "reason": tenant.suspended_reason,
+                "by": auth.current_principal().subject,
+            },
+        )
         return self._tenant_message(tenant)
 
     # -- tokens ----------------------------------------------------------------------------
@@ -182,7 +222,9 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
             raise InvalidArgument("roles", f"name at least one role: {', '.join(ISSUABLE_ROLES)}")
         for index, role in enumerate(asked):
             if role not in ISSUABLE_ROLES:
-                raise InvalidArgument(f"roles[{index}]", f"must be one of {', '.join(ISSUABLE_ROLES)}, got {role!r}")
+                raise InvalidArgument(
+                    f"roles[{index}]", f"must be one of {', '.join(ISSUABLE_ROLES)}, got {role!r}"
+                )
         if not auth.acts_for_any_tenant(principal):
             missing = sorted(set(asked) - set(principal.roles))
             if missing:
@@ -194,19 +236,38 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
             raise InvalidArgument("subject", "is required (who the token is for), at most 200 characters")
         tenant = self.store.get_tenant(tenant_id)  # the tenant must exist
         if tenant.state is tenants.TenantState.TENANT_STATE_SUSPENDED:
-            raise FailedPrecondition(f"tenant {tenant_id!r} is suspended: {tenant.suspended_reason}",
-                                     reason="TENANT_SUSPENDED")
+            raise FailedPrecondition(
+                f"tenant {tenant_id!r} is suspended: {tenant.suspended_reason}", reason="TENANT_SUSPENDED"
+            )
         if self.keyring is None:
             raise FailedPrecondition("this tenancy replica has no signing key", reason="NO_SIGNING_KEY")
-        issued = self.keyring.signer(self.issuer, self.audience).issue(request.subject, tenant_id, asked,
-                                                                        ttl_seconds=ttl, now=self.clock())
-        self.store.record_issued(issued.token_id, tenant_id, request.subject, asked, issued.issued_at,
-                                 issued.expires_at, principal.subject)
-        await self._record("TOKEN_ISSUED", tenant_id, f"token/{issued.token_id}",
-                           {"subject": request.subject, "roles": sorted(asked), "expires_at": issued.expires_at,
-                            "kid": self.keyring.current.kid, "by": principal.subject})
-        return tenancy_pb2.IssueTokenResponse(token=issued.token, token_id=issued.token_id,
-                                              expires_at=timestamp(issued.expires_at))
+        issued = self.keyring.signer(self.issuer, self.audience).issue(
+            request.subject, tenant_id, asked, ttl_seconds=ttl, now=self.clock()
+        )
+        self.store.record_issued(
+            issued.token_id,
+            tenant_id,
+            request.subject,
+            asked,
+            issued.issued_at,
+            issued.expires_at,
+            principal.subject,
+        )
+        await self._record(
+            "TOKEN_ISSUED",
+            tenant_id,
+            f"token/{issued.token_id}",
+            {
+                "subject": request.subject,
+                "roles": sorted(asked),
+                "expires_at": issued.expires_at,
+                "kid": self.keyring.current.kid,
+                "by": principal.subject,
+            },
+        )
+        return tenancy_pb2.IssueTokenResponse(
+            token=issued.token, token_id=issued.token_id, expires_at=timestamp(issued.expires_at)
+        )
 
     async def RevokeToken(self, request, context):  # type: ignore[no-untyped-def]
         if not request.token_id or len(request.token_id) > 128:
@@ -215,17 +276,24 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
             raise InvalidArgument("reason", f"must be at most 500 characters, got {len(request.reason)}")
         principal = auth.current_principal()
         issued = self.store.issued(request.token_id)
-        if not auth.acts_for_any_tenant(principal) and (issued is None or issued["tenant_id"] != principal.tenant):
+        if not auth.acts_for_any_tenant(principal) and (
+            issued is None or issued["tenant_id"] != principal.tenant
+        ):
             # Same answer for "unknown" and "another tenant's": no probing for token ids.
-            raise PermissionDenied(f"token_id {request.token_id[:40]!r} was not issued to tenant "
-                                   f"{principal.tenant!r}")
+            raise PermissionDenied(
+                f"token_id {request.token_id[:40]!r} was not issued to tenant {principal.tenant!r}"
+            )
         tenant_id = str(issued["tenant_id"]) if issued else ""
         expires = float(issued["expires_at"]) if issued else 0.0  # type: ignore[arg-type]
         now = self.clock()
         self.store.revoke(request.token_id, request.reason or "revoked", now, tenant_id, expires)
         await self.publisher.revoke(request.token_id, request.reason or "revoked", expires, now)
-        await self._record("TOKEN_REVOKED", tenant_id or principal.tenant, f"token/{request.token_id}",
-                           {"reason": request.reason, "by": principal.subject})
+        await self._record(
+            "TOKEN_REVOKED",
+            tenant_id or principal.tenant,
+            f"token/{request.token_id}",
+            {"reason": request.reason, "by": principal.subject},
+        )
         return tenancy_pb2.RevokeTokenResponse()
 
     async def GetJwks(self, request, context):  # type: ignore[no-untyped-def]
@@ -236,12 +304,18 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
     async def SetQuota(self, request, context):  # type: ignore[no-untyped-def]
         tenant_id = auth.tenant_for(request.tenant_id)
         if not auth.acts_for_any_tenant(auth.current_principal()):
-            raise PermissionDenied("SetQuota needs a platform admin token: tenants cannot raise their own quotas")
+            raise PermissionDenied(
+                "SetQuota needs a platform admin token: tenants cannot raise their own quotas"
+            )
         resource = quotas.parse_resource(request.resource)
         state = self.store.set_quota(tenant_id, resource, quotas.validate_limit(request.limit), self.clock())
         await self._publish(self.store.get_tenant(tenant_id))
-        await self._record("QUOTA", tenant_id, f"quota/{tenant_id}/{resource.name}",
-                           {"change": "set_quota", "limit": request.limit, "by": auth.current_principal().subject})
+        await self._record(
+            "QUOTA",
+            tenant_id,
+            f"quota/{tenant_id}/{resource.name}",
+            {"change": "set_quota", "limit": request.limit, "by": auth.current_principal().subject},
+        )
         return _quota_message(state)
 
     async def ConsumeQuota(self, request, context):  # type: ignore[no-untyped-def]
@@ -249,8 +323,9 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
         resource = quotas.parse_resource(request.resource)
         amount = quotas.validate_amount(request.amount)
         if not request.request_id or len(request.request_id) > 128:
-            raise InvalidArgument("request_id", "is required (at most 128 characters): it makes a retried call "
-                                                "consume once")
+            raise InvalidArgument(
+                "request_id", "is required (at most 128 characters): it makes a retried call consume once"
+            )
         state, duplicate = self.store.consume(tenant_id, resource, amount, request.request_id, self.clock())
         return tenancy_pb2.ConsumeQuotaResponse(quota=_quota_message(state), duplicate=duplicate)
 
@@ -259,21 +334,32 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
         start, end = _period(request)
         totals = billing.usage_totals(self.store.usage_events(tenant_id, start, end))
         return tenancy_pb2.GetUsageResponse(
-            usage=[tenancy_pb2.UsageLine(resource=int(r), amount=a) for r, a in totals.items()])
+            usage=[tenancy_pb2.UsageLine(resource=int(r), amount=a) for r, a in totals.items()]
+        )
 
     async def BillingReport(self, request, context):  # type: ignore[no-untyped-def]
         tenant_id = auth.tenant_for(request.tenant_id)
         start, end = _period(request)
         tenant = self.store.get_tenant(tenant_id)
-        report = billing.billing_report(tenant_id, tenant.plan, start, end,
-                                        self.store.usage_events(tenant_id, start, end))
-        lines = [tenancy_pb2.BillingLine(resource=int(line.resource), quantity=line.quantity,
-                                         unit_price_usd=billing.usd(line.unit_price_micros),
-                                         amount_usd=billing.usd(line.amount_micros))
-                 for line in report.lines]
-        return tenancy_pb2.BillingReportResponse(tenant_id=tenant_id, plan=tenant.plan, lines=lines,
-                                                 total_usd=billing.usd(report.total_micros),
-                                                 events_digest=report.events_digest)
+        report = billing.billing_report(
+            tenant_id, tenant.plan, start, end, self.store.usage_events(tenant_id, start, end)
+        )
+        lines = [
+            tenancy_pb2.BillingLine(
+                resource=int(line.resource),
+                quantity=line.quantity,
+                unit_price_usd=billing.usd(line.unit_price_micros),
+                amount_usd=billing.usd(line.amount_micros),
+            )
+            for line in report.lines
+        ]
+        return tenancy_pb2.BillingReportResponse(
+            tenant_id=tenant_id,
+            plan=tenant.plan,
+            lines=lines,
+            total_usd=billing.usd(report.total_micros),
+            events_digest=report.events_digest,
+        )
 
     # -- security events -------------------------------------------------------------------
     async def ListSecurityEvents(self, request, context):  # type: ignore[no-untyped-def]
@@ -287,27 +373,41 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
             raise InvalidArgument("limit", f"must be between 1 and 1000, got {limit}")
         since = seconds(request.since) if request.HasField("since") else 0.0
         events = self.store.security_events(tenant_id, since, limit)
-        return tenancy_pb2.ListSecurityEventsResponse(events=[
-            tenancy_pb2.SecurityEvent(event_id=e["event_id"], tenant_id=e["tenant_id"], kind=e["kind"],
-                                      source=e["source"], detail=e["detail"], response=e["response"],
-                                      at=timestamp(e["at"]))  # type: ignore[arg-type]
-            for e in events
-        ])
+        return tenancy_pb2.ListSecurityEventsResponse(
+            events=[
+                tenancy_pb2.SecurityEvent(
+                    event_id=e["event_id"],
+                    tenant_id=e["tenant_id"],
+                    kind=e["kind"],
+                    source=e["source"],
+                    detail=e["detail"],
+                    response=e["response"],
+                    at=timestamp(e["at"]),
+                )  # type: ignore[arg-type]
+                for e in events
+            ]
+        )
 
 
 # --- assembly --------------------------------------------------------------------------------
 
 
-def load_keyring(store: TenancyStore, envelope: Envelope | None, config: ServiceConfig,
-                 now: float) -> KeyRing | None:
+def load_keyring(
+    store: TenancyStore, envelope: Envelope | None, config: ServiceConfig, now: float
+) -> KeyRing | None:
     """Signing keys from the store (sealed), seeded from the PKI signing key on first start."""
     stored = store.signing_keys()
     if stored and envelope is not None:
-        keys = [SigningKey(kid, envelope.decrypt(PLATFORM_KEYS, blob, f"signing-key:{kid}".encode()), created, retire)
-                for kid, blob, created, retire in stored]
+        keys = [
+            SigningKey(
+                kid, envelope.decrypt(PLATFORM_KEYS, blob, f"signing-key:{kid}".encode()), created, retire
+            )
+            for kid, blob, created, retire in stored
+        ]
         return KeyRing(keys)
     path = config.settings.get("signing_key") or (
-        str(config.jwks_path.parent / "signing-key.pem") if config.jwks_path is not None else "")
+        str(config.jwks_path.parent / "signing-key.pem") if config.jwks_path is not None else ""
+    )
     if not path or not Path(path).exists() or config.jwks_path is None:
         return None
     signer = load_signer(Path(path), config.jwks_path)
@@ -319,23 +419,31 @@ def load_keyring(store: TenancyStore, envelope: Envelope | None, config: Service
 def save_keys(store: TenancyStore, envelope: Envelope | None, keys: list[SigningKey]) -> None:
     if envelope is None:
         return  # without a master key the ring lives in memory only (never a private key in clear on disk)
-    store.save_signing_keys([(k, envelope.encrypt(PLATFORM_KEYS, k.private_pem, f"signing-key:{k.kid}".encode()))
-                             for k in keys])
+    store.save_signing_keys(
+        [(k, envelope.encrypt(PLATFORM_KEYS, k.private_pem, f"signing-key:{k.kid}".encode())) for k in keys]
+    )
 
 
-async def rotate_when_due(servicer: TenancyServicer, runtime: Runtime, envelope: Envelope | None,
-                          interval_s: float = 60.0) -> None:
+async def rotate_when_due(
+    servicer: TenancyServicer, runtime: Runtime, envelope: Envelope | None, interval_s: float = 60.0
+) -> None:
     """Rotate the signing key when it is older than the live `signing_key_max_age_seconds`."""
     while True:
         ring = servicer.keyring
         now = servicer.clock()
         try:
-            if ring is not None and ring.due_for_rotation(now, float(runtime.live.get("signing_key_max_age_seconds"))):
+            if ring is not None and ring.due_for_rotation(
+                now, float(runtime.live.get("signing_key_max_age_seconds"))
+            ):
                 fresh, changed = ring.rotate(now, float(runtime.live.get("signing_key_overlap_seconds")))
                 save_keys(servicer.store, envelope, changed)
                 await servicer.publisher.jwks(ring.jwks(now))
-                await servicer._record("KEY_ROTATED", auth.PLATFORM_TENANT, f"signing-key/{fresh.kid}",
-                                       {"kid": fresh.kid, "retiring": [k.kid for k in changed if k.retire_at]})
+                await servicer._record(
+                    "KEY_ROTATED",
+                    auth.PLATFORM_TENANT,
+                    f"signing-key/{fresh.kid}",
+                    {"kid": fresh.kid, "retiring": [k.kid for k in changed if k.retire_at]},
+                )
         except Exception:
             log.exception("signing key rotation failed; the current key stays")
         await asyncio.sleep(interval_s)
@@ -343,8 +451,11 @@ async def rotate_when_due(servicer: TenancyServicer, runtime: Runtime, envelope:
 
 async def build(config: ServiceConfig, runtime: Runtime) -> Assembly:
     store = TenancyStore(config.database_path)
-    envelope = Envelope(LocalMasterKey.from_file(config.master_key_path), store) \
-        if config.master_key_path is not None and config.master_key_path.exists() else None
+    envelope = (
+        Envelope(LocalMasterKey.from_file(config.master_key_path), store)
+        if config.master_key_path is not None and config.master_key_path.exists()
+        else None
+    )
     keyring = load_keyring(store, envelope, config, time.time())
     revocations = runtime.security.revocations if runtime.security is not None else None
     publisher = Publisher(runtime.etcd, revocations)
@@ -367,7 +478,9 @@ async def build(config: ServiceConfig, runtime: Runtime) -> Assembly:
         now = time.time()
         for row in store.revoked_since(now):  # republish (leases may have lapsed while we were down)
             with contextlib.suppress(Exception):
-                await publisher.revoke(str(row["token_id"]), str(row["reason"]), float(row["expires_at"]), now)
+                await publisher.revoke(
+                    str(row["token_id"]), str(row["reason"]), float(row["expires_at"]), now
+                )
         if keyring is not None:
             with contextlib.suppress(Exception):
                 await publisher.jwks(keyring.jwks(now))

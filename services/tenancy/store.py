@@ -119,8 +119,15 @@ class TenancyStore:
                 raise AlreadyExists("tenant", tenant.tenant_id)
             conn.execute(
                 "INSERT INTO tenants VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (tenant.tenant_id, tenant.display_name, tenant.plan, int(tenant.state), tenant.created_at,
-                 json.dumps(tenant.config, sort_keys=True), tenant.suspended_reason),
+                (
+                    tenant.tenant_id,
+                    tenant.display_name,
+                    tenant.plan,
+                    int(tenant.state),
+                    tenant.created_at,
+                    json.dumps(tenant.config, sort_keys=True),
+                    tenant.suspended_reason,
+                ),
             )
         return tenant
 
@@ -128,7 +135,9 @@ class TenancyStore:
         with self.db.read() as conn:
             row = conn.execute("SELECT * FROM tenants WHERE tenant_id = ?", (tenant_id,)).fetchone()
         if row is None:
-            raise NotFound("tenant", tenant_id, f"tenant {tenant_id!r} not found; create it with CreateTenant")
+            raise NotFound(
+                "tenant", tenant_id, f"tenant {tenant_id!r} not found; create it with CreateTenant"
+            )
         return _tenant(row)
 
     def list_tenants(self, after: str, limit: int) -> list[Tenant]:
@@ -143,8 +152,14 @@ class TenancyStore:
             cursor = conn.execute(
                 "UPDATE tenants SET display_name = ?, plan = ?, state = ?, config = ?, suspended_reason = ? "
                 "WHERE tenant_id = ?",
-                (tenant.display_name, tenant.plan, int(tenant.state), json.dumps(tenant.config, sort_keys=True),
-                 tenant.suspended_reason, tenant.tenant_id),
+                (
+                    tenant.display_name,
+                    tenant.plan,
+                    int(tenant.state),
+                    json.dumps(tenant.config, sort_keys=True),
+                    tenant.suspended_reason,
+                    tenant.tenant_id,
+                ),
             )
             if cursor.rowcount == 0:
                 raise NotFound("tenant", tenant.tenant_id)
@@ -161,13 +176,17 @@ class TenancyStore:
             )
             return self._state(conn, tenant_id, resource, now)
 
-    def consume(self, tenant_id: str, resource: Resource, amount: int, request_id: str, now: float) -> tuple[QuotaState, bool]:
+    def consume(
+        self, tenant_id: str, resource: Resource, amount: int, request_id: str, now: float
+    ) -> tuple[QuotaState, bool]:
         """Spend `amount`, or raise QuotaExceeded; a repeated request id spends nothing."""
         with self.db.transaction() as conn:
             tenant = self._require_tenant(conn, tenant_id)
             if tenant.state is TenantState.TENANT_STATE_SUSPENDED:
                 raise QuotaExceeded(
-                    f"tenant:{tenant_id}", f"tenant {tenant_id!r} is suspended: {tenant.suspended_reason}", 3600
+                    f"tenant:{tenant_id}",
+                    f"tenant {tenant_id!r} is suspended: {tenant.suspended_reason}",
+                    3600,
                 )
             seen = conn.execute(
                 "SELECT 1 FROM usage_events WHERE tenant_id = ? AND request_id = ?", (tenant_id, request_id)
@@ -178,15 +197,18 @@ class TenancyStore:
             if state.used + amount > state.limit:
                 raise QuotaExceeded(
                     f"{tenant_id}/{resource.name}",
-                    f"quota {resource.name} of tenant {tenant_id!r} is spent: {state.used} of {state.limit} used, "
+                    f"quota {resource.name} of tenant {tenant_id!r} is spent: "
+                    f"{state.used} of {state.limit} used, "
                     f"{amount} more asked; the window resets in {state.window_end - now:.0f} s",
                     retry_after_seconds=max(0.0, state.window_end - now),
                 )
             conn.execute(
-                "INSERT INTO usage_events VALUES (?, ?, ?, ?, ?)", (request_id, tenant_id, int(resource), amount, now)
+                "INSERT INTO usage_events VALUES (?, ?, ?, ?, ?)",
+                (request_id, tenant_id, int(resource), amount, now),
             )
-            return QuotaState(tenant_id, resource, state.limit, state.used + amount, state.window_start,
-                              state.window_end), False
+            return QuotaState(
+                tenant_id, resource, state.limit, state.used + amount, state.window_start, state.window_end
+            ), False
 
     def quota(self, tenant_id: str, resource: Resource, now: float) -> QuotaState:
         with self.db.read() as conn:
@@ -223,13 +245,16 @@ class TenancyStore:
     def _require_tenant(self, conn, tenant_id: str) -> Tenant:  # type: ignore[no-untyped-def]
         row = conn.execute("SELECT * FROM tenants WHERE tenant_id = ?", (tenant_id,)).fetchone()
         if row is None:
-            raise NotFound("tenant", tenant_id, f"tenant {tenant_id!r} not found; create it with CreateTenant")
+            raise NotFound(
+                "tenant", tenant_id, f"tenant {tenant_id!r} not found; create it with CreateTenant"
+            )
         return _tenant(row)
 
     def _state(self, conn, tenant_id: str, resource: Resource, now: float) -> QuotaState:  # type: ignore[no-untyped-def]
         window = window_of(resource, now)
         row = conn.execute(
-            "SELECT quota_limit FROM quota_limits WHERE tenant_id = ? AND resource = ?", (tenant_id, int(resource))
+            "SELECT quota_limit FROM quota_limits WHERE tenant_id = ? AND resource = ?",
+            (tenant_id, int(resource)),
         ).fetchone()
         if row is not None:
             limit = int(row[0])
@@ -237,57 +262,78 @@ class TenancyStore:
             plan = conn.execute("SELECT plan FROM tenants WHERE tenant_id = ?", (tenant_id,)).fetchone()[0]
             limit = DEFAULT_LIMITS.get(plan, DEFAULT_LIMITS["free"])[resource]
         used = conn.execute(
-            "SELECT COALESCE(SUM(amount), 0) FROM usage_events WHERE tenant_id = ? AND resource = ? AND at >= ? AND at < ?",
+            "SELECT COALESCE(SUM(amount), 0) FROM usage_events "
+            "WHERE tenant_id = ? AND resource = ? AND at >= ? AND at < ?",
             (tenant_id, int(resource), window.start, window.end),
         ).fetchone()[0]
         return QuotaState(tenant_id, resource, limit, int(used), window.start, window.end)
 
     # -- tokens and security --------------------------------------------------------------
-    def record_issued(self, token_id: str, tenant_id: str, subject: str, roles: list[str], issued_at: float,
-                      expires_at: float, issued_by: str) -> None:
+    def record_issued(
+        self,
+        token_id: str,
+        tenant_id: str,
+        subject: str,
+        roles: list[str],
+        issued_at: float,
+        expires_at: float,
+        issued_by: str,
+    ) -> None:
         with self.db.transaction() as conn:
-            conn.execute("INSERT INTO issued_tokens VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (token_id, tenant_id, subject, json.dumps(sorted(roles)), issued_at, expires_at, issued_by))
+            conn.execute(
+                "INSERT INTO issued_tokens VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (token_id, tenant_id, subject, json.dumps(sorted(roles)), issued_at, expires_at, issued_by),
+            )
 
     def issued(self, token_id: str) -> dict[str, object] | None:
         with self.db.read() as conn:
             row = conn.execute("SELECT * FROM issued_tokens WHERE token_id = ?", (token_id,)).fetchone()
         return dict(row) if row is not None else None
 
-    def revoke(self, token_id: str, reason: str, now: float, tenant_id: str = "", expires_at: float = 0.0) -> bool:
+    def revoke(
+        self, token_id: str, reason: str, now: float, tenant_id: str = "", expires_at: float = 0.0
+    ) -> bool:
         """Record a revocation; False if the token was already revoked."""
         with self.db.transaction() as conn:
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO revoked_tokens (token_id, reason, revoked_at, tenant_id, expires_at) "
-                "VALUES (?, ?, ?, ?, ?)", (token_id, reason, now, tenant_id, expires_at))
+                "VALUES (?, ?, ?, ?, ?)",
+                (token_id, reason, now, tenant_id, expires_at),
+            )
             return cursor.rowcount == 1
 
     def revoked_since(self, now: float) -> list[dict[str, object]]:
         """Revocations of tokens that may still be live (to republish to etcd at start)."""
         with self.db.read() as conn:
-            rows = conn.execute("SELECT * FROM revoked_tokens WHERE expires_at = 0 OR expires_at > ?",
-                                (now,)).fetchall()
+            rows = conn.execute(
+                "SELECT * FROM revoked_tokens WHERE expires_at = 0 OR expires_at > ?", (now,)
+            ).fetchall()
         return [dict(row) for row in rows]
 
     # -- signing keys (private parts sealed by the caller) -------------------------------
     def signing_keys(self) -> list[tuple[str, bytes, float, float]]:
         with self.db.read() as conn:
-            rows = conn.execute("SELECT kid, private_blob, created_at, retire_at FROM signing_keys "
-                                "ORDER BY created_at").fetchall()
+            rows = conn.execute(
+                "SELECT kid, private_blob, created_at, retire_at FROM signing_keys ORDER BY created_at"
+            ).fetchall()
         return [(row[0], bytes(row[1]), float(row[2]), float(row[3])) for row in rows]
 
     def save_signing_keys(self, keys: list[tuple[SigningKey, bytes]]) -> None:
         """Insert or update keys; each comes with its sealed private part."""
         with self.db.transaction() as conn:
             for key, sealed in keys:
-                conn.execute("INSERT INTO signing_keys VALUES (?, ?, ?, ?) ON CONFLICT (kid) DO UPDATE SET "
-                             "retire_at = excluded.retire_at", (key.kid, sealed, key.created_at, key.retire_at))
+                conn.execute(
+                    "INSERT INTO signing_keys VALUES (?, ?, ?, ?) ON CONFLICT (kid) DO UPDATE SET "
+                    "retire_at = excluded.retire_at",
+                    (key.kid, sealed, key.created_at, key.retire_at),
+                )
 
     # -- envelope data keys (services.common.envelope.KeyStore) ---------------------------
     def wrapped_keys(self, tenant_id: str) -> list[WrappedKey]:
         with self.db.read() as conn:
-            rows = conn.execute("SELECT * FROM data_keys WHERE tenant_id = ? ORDER BY version",
-                                (tenant_id,)).fetchall()
+            rows = conn.execute(
+                "SELECT * FROM data_keys WHERE tenant_id = ? ORDER BY version", (tenant_id,)
+            ).fetchall()
         return [_wrapped(row) for row in rows]
 
     def all_wrapped_keys(self) -> list[WrappedKey]:
@@ -297,9 +343,11 @@ class TenancyStore:
 
     def put_wrapped_key(self, key: WrappedKey) -> None:
         with self.db.transaction() as conn:
-            conn.execute("INSERT INTO data_keys VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, version) DO UPDATE "
-                         "SET master_key_id = excluded.master_key_id, wrapped = excluded.wrapped",
-                         (key.tenant_id, key.version, key.master_key_id, key.wrapped, key.created_at))
+            conn.execute(
+                "INSERT INTO data_keys VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, version) DO UPDATE "
+                "SET master_key_id = excluded.master_key_id, wrapped = excluded.wrapped",
+                (key.tenant_id, key.version, key.master_key_id, key.wrapped, key.created_at),
+            )
 
     def delete_wrapped_keys(self, tenant_id: str) -> int:
         with self.db.transaction() as conn:
@@ -312,45 +360,66 @@ class TenancyStore:
             self._require_tenant(conn, tenant_id)
             for name, blob in sealed.items():
                 if blob is None:
-                    conn.execute("DELETE FROM tenant_secrets WHERE tenant_id = ? AND name = ?", (tenant_id, name))
+                    conn.execute(
+                        "DELETE FROM tenant_secrets WHERE tenant_id = ? AND name = ?", (tenant_id, name)
+                    )
                 else:
-                    conn.execute("INSERT INTO tenant_secrets VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, name) "
-                                 "DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
-                                 (tenant_id, name, blob, now))
+                    conn.execute(
+                        "INSERT INTO tenant_secrets VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, name) "
+                        "DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+                        (tenant_id, name, blob, now),
+                    )
 
     def secrets(self, tenant_id: str) -> dict[str, bytes]:
         with self.db.read() as conn:
-            rows = conn.execute("SELECT name, sealed FROM tenant_secrets WHERE tenant_id = ? ORDER BY name",
-                                (tenant_id,)).fetchall()
+            rows = conn.execute(
+                "SELECT name, sealed FROM tenant_secrets WHERE tenant_id = ? ORDER BY name", (tenant_id,)
+            ).fetchall()
         return {row[0]: bytes(row[1]) for row in rows}
 
     def is_revoked(self, token_id: str) -> bool:
         with self.db.read() as conn:
-            return conn.execute("SELECT 1 FROM revoked_tokens WHERE token_id = ?", (token_id,)).fetchone() is not None
+            return (
+                conn.execute("SELECT 1 FROM revoked_tokens WHERE token_id = ?", (token_id,)).fetchone()
+                is not None
+            )
 
-    def add_security_event(self, event_id: str, tenant_id: str, kind: str, source: str, detail: str,
-                           response: str, now: float) -> None:
+    def add_security_event(
+        self, event_id: str, tenant_id: str, kind: str, source: str, detail: str, response: str, now: float
+    ) -> None:
         with self.db.transaction() as conn:
-            conn.execute("INSERT INTO security_events VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (event_id, tenant_id, kind, source, detail, response, now))
+            conn.execute(
+                "INSERT INTO security_events VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (event_id, tenant_id, kind, source, detail, response, now),
+            )
 
     def security_events(self, tenant_id: str, since: float, limit: int) -> list[dict[str, object]]:
         with self.db.read() as conn:
             rows = conn.execute(
-                "SELECT * FROM security_events WHERE (? = '' OR tenant_id = ?) AND at >= ? ORDER BY at DESC LIMIT ?",
+                "SELECT * FROM security_events WHERE (? = '' OR tenant_id = ?) AND at >= ? "
+                "ORDER BY at DESC LIMIT ?",
                 (tenant_id, tenant_id, since, limit),
             ).fetchall()
         return [dict(row) for row in rows]
 
 
 def _wrapped(row) -> WrappedKey:  # type: ignore[no-untyped-def]
-    return WrappedKey(row["tenant_id"], int(row["version"]), row["master_key_id"], bytes(row["wrapped"]),
-                      float(row["created_at"]))
+    return WrappedKey(
+        row["tenant_id"],
+        int(row["version"]),
+        row["master_key_id"],
+        bytes(row["wrapped"]),
+        float(row["created_at"]),
+    )
 
 
 def _tenant(row) -> Tenant:  # type: ignore[no-untyped-def]
     return Tenant(
-        tenant_id=row["tenant_id"], display_name=row["display_name"], plan=row["plan"],
-        state=TenantState(row["state"]), created_at=row["created_at"], config=json.loads(row["config"]),
+        tenant_id=row["tenant_id"],
+        display_name=row["display_name"],
+        plan=row["plan"],
+        state=TenantState(row["state"]),
+        created_at=row["created_at"],
+        config=json.loads(row["config"]),
         suspended_reason=row["suspended_reason"],
     )

@@ -37,7 +37,9 @@ def validate_tenant_id(tenant_id: str, field_name: str = "tenant_id") -> str:
         raise InvalidArgument(field_name, "is required")
     if not TENANT_ID.match(tenant_id):
         raise InvalidArgument(
-            field_name, f"must be 2..63 lowercase letters, digits or '-', not starting or ending with '-'; got {tenant_id!r}"
+            field_name,
+            "must be 2..63 lowercase letters, digits or '-', not starting or ending with '-'; "
+            f"got {tenant_id!r}",
         )
     return tenant_id
 
@@ -61,7 +63,9 @@ MAX_CONFIG_VALUE = 4096
 SECRET_PLACEHOLDER = "(encrypted)"
 
 
-def split_config(config: dict[str, str], field_name: str = "tenant.config") -> tuple[dict[str, str], dict[str, str]]:
+def split_config(
+    config: dict[str, str], field_name: str = "tenant.config"
+) -> tuple[dict[str, str], dict[str, str]]:
     """Validate a config change; return (plain settings, secrets). An empty value deletes the key.
 
     Keys starting with "secret." are tenant secrets: stored encrypted under the
@@ -73,11 +77,15 @@ def split_config(config: dict[str, str], field_name: str = "tenant.config") -> t
     secrets: dict[str, str] = {}
     for key, value in sorted(config.items()):
         if not CONFIG_KEY.match(key):
-            raise InvalidArgument(f"{field_name}[{key[:40]!r}]",
-                                  "keys are 1..64 of a-z, 0-9, '_', '.', '-', starting with a letter")
+            raise InvalidArgument(
+                f"{field_name}[{key[:40]!r}]",
+                "keys are 1..64 of a-z, 0-9, '_', '.', '-', starting with a letter",
+            )
         if len(value) > MAX_CONFIG_VALUE:
-            raise InvalidArgument(f"{field_name}[{key!r}]", f"values are at most {MAX_CONFIG_VALUE} characters, "
-                                                           f"got {len(value)}")
+            raise InvalidArgument(
+                f"{field_name}[{key!r}]",
+                f"values are at most {MAX_CONFIG_VALUE} characters, got {len(value)}",
+            )
         if key.startswith(SECRET_PREFIX):
             if value == SECRET_PLACEHOLDER:
                 continue  # a read-modify-write echoing the placeholder changes nothing
@@ -91,6 +99,8 @@ def merge_config(current: dict[str, str], change: dict[str, str]) -> dict[str, s
     merged = {**current, **change}
     merged = {key: value for key, value in merged.items() if value != ""}
     if len(merged) > MAX_CONFIG_KEYS:
-        raise InvalidArgument("tenant.config", f"a tenant has at most {MAX_CONFIG_KEYS} settings, "
-                                               f"this change makes {len(merged)}")
+        raise InvalidArgument(
+            "tenant.config",
+            f"a tenant has at most {MAX_CONFIG_KEYS} settings, this change makes {len(merged)}",
+        )
     return merged

@@ -44,7 +44,7 @@ class Response(enum.Enum):
 
 @dataclass(frozen=True)
 class Rule:
-    threshold: int                 # refusals within the window that make a detection
+    threshold: int  # refusals within the window that make a detection
     window_seconds: float
     responses: tuple[Response, ...]
 
@@ -67,26 +67,35 @@ class ThreatPolicy:
             try:
                 kind = ThreatKind(name)
             except ValueError:
-                raise InvalidArgument("threat_policy.rules", f"unknown rule {name!r}; known: "
-                                      f"{', '.join(k.value for k in ThreatKind)}") from None
+                raise InvalidArgument(
+                    "threat_policy.rules",
+                    f"unknown rule {name!r}; known: {', '.join(k.value for k in ThreatKind)}",
+                ) from None
             base = rules[kind]
             threshold = int(spec.get("threshold", base.threshold))
             window = float(spec.get("window_seconds", base.window_seconds))
             if not 1 <= threshold <= 100_000:
-                raise InvalidArgument(f"threat_policy.rules.{name}.threshold",
-                                      f"must be between 1 and 100000, got {threshold}")
+                raise InvalidArgument(
+                    f"threat_policy.rules.{name}.threshold", f"must be between 1 and 100000, got {threshold}"
+                )
             if not 1 <= window <= 86_400:
-                raise InvalidArgument(f"threat_policy.rules.{name}.window_seconds",
-                                      f"must be between 1 and 86400, got {window}")
+                raise InvalidArgument(
+                    f"threat_policy.rules.{name}.window_seconds", f"must be between 1 and 86400, got {window}"
+                )
             try:
-                responses = tuple(Response(r) for r in spec.get("responses", [r.value for r in base.responses]))
+                responses = tuple(
+                    Response(r) for r in spec.get("responses", [r.value for r in base.responses])
+                )
             except ValueError:
-                raise InvalidArgument(f"threat_policy.rules.{name}.responses",
-                                      "each must be alert, lockout or revocation") from None
+                raise InvalidArgument(
+                    f"threat_policy.rules.{name}.responses", "each must be alert, lockout or revocation"
+                ) from None
             rules[kind] = Rule(threshold, window, responses)
         lockout = float(data.get("lockout_seconds", 300.0))
         if not 1 <= lockout <= 86_400:
-            raise InvalidArgument("threat_policy.lockout_seconds", f"must be between 1 and 86400, got {lockout}")
+            raise InvalidArgument(
+                "threat_policy.lockout_seconds", f"must be between 1 and 86400, got {lockout}"
+            )
         return cls(rules, lockout)
 
 
@@ -101,7 +110,7 @@ DEFAULT_RULES: dict[ThreatKind, Rule] = {
 @dataclass(frozen=True)
 class Detection:
     kind: ThreatKind
-    tenant: str                    # the tenant concerned ("" when nobody proved one)
+    tenant: str  # the tenant concerned ("" when nobody proved one)
     source: str
     subject: str
     token_id: str
@@ -117,15 +126,21 @@ def classify(refusal: Refusal) -> tuple[ThreatKind, str] | None:
     if refusal.status == "UNAUTHENTICATED":
         if "revoked" in reason:
             return ThreatKind.REVOKED_TOKEN_USE, f"jti:{refusal.jti}"
-        return ThreatKind.AUTH_FAILURE_BURST, f"tenant:{refusal.tenant}" if refusal.tenant \
-            else f"source:{refusal.source}"
+        return (
+            ThreatKind.AUTH_FAILURE_BURST,
+            f"tenant:{refusal.tenant}" if refusal.tenant else f"source:{refusal.source}",
+        )
     if not refusal.verified:
         return None
     who = f"{refusal.tenant}/{refusal.subject}"
     if "does not match your token's tenant" in reason:
         return ThreatKind.CROSS_TENANT_PROBE, who
-    if "needs role" in reason or "needs a platform admin" in reason or "not open to any role" in reason \
-            or "cannot issue roles" in reason:
+    if (
+        "needs role" in reason
+        or "needs a platform admin" in reason
+        or "not open to any role" in reason
+        or "cannot issue roles" in reason
+    ):
         return ThreatKind.PRIVILEGE_PROBE, who
     return None
 
@@ -162,18 +177,27 @@ class ThreatDetector:
             # Nothing proven about who this is: never lock out or revoke on an unverified claim.
             responses = tuple(r for r in responses if r is Response.ALERT) or (Response.ALERT,)
         detail = {
-            ThreatKind.AUTH_FAILURE_BURST: f"{count} failed authentications within {rule.window_seconds:.0f} s "
-                                           f"from {refusal.source or 'unknown source'}"
-                                           + (f" naming tenant {refusal.tenant!r}" if refusal.tenant else ""),
+            ThreatKind.AUTH_FAILURE_BURST: f"{count} failed authentications within "
+            f"{rule.window_seconds:.0f} s "
+            f"from {refusal.source or 'unknown source'}"
+            + (f" naming tenant {refusal.tenant!r}" if refusal.tenant else ""),
             ThreatKind.REVOKED_TOKEN_USE: f"revoked token {refusal.jti[:40]!r} of subject "
-                                          f"{refusal.subject[:64]!r} presented to {refusal.service}.{refusal.method}",
+            f"{refusal.subject[:64]!r} presented to {refusal.service}.{refusal.method}",
             ThreatKind.CROSS_TENANT_PROBE: f"{count} requests for another tenant's data within "
-                                           f"{rule.window_seconds:.0f} s; last: {refusal.reason[:160]}",
+            f"{rule.window_seconds:.0f} s; last: {refusal.reason[:160]}",
             ThreatKind.PRIVILEGE_PROBE: f"{count} calls beyond the token's roles within "
-                                        f"{rule.window_seconds:.0f} s; last: {refusal.reason[:160]}",
+            f"{rule.window_seconds:.0f} s; last: {refusal.reason[:160]}",
         }[kind]
-        detection = Detection(kind, refusal.tenant if refusal.tenant != "*" else "", refusal.source,
-                              refusal.subject, refusal.jti, detail, responses, refusal.at)
+        detection = Detection(
+            kind,
+            refusal.tenant if refusal.tenant != "*" else "",
+            refusal.source,
+            refusal.subject,
+            refusal.jti,
+            detail,
+            responses,
+            refusal.at,
+        )
         if Response.LOCKOUT in responses:
             detection = replace(detection, lockout_until=refusal.at + self.policy.lockout_seconds)
         return detection

@@ -7,7 +7,10 @@ import os
 import pytest
 
 from services.common.envelope import (
-    DecryptionFailed, Envelope, InMemoryKeyStore, LocalMasterKey,
+    DecryptionFailed,
+    Envelope,
+    InMemoryKeyStore,
+    LocalMasterKey,
 )
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 
@@ -50,16 +53,18 @@ def test_tenants_get_different_data_keys() -> None:
 def test_master_rotation_rewraps_keys_and_leaves_ciphertexts_alone() -> None:
     old, new = os.urandom(32), os.urandom(32)
     envelope, store = _envelope(old)
-    blobs = {tenant: envelope.encrypt(tenant, f"secret of {tenant}".encode()) for tenant in ("acme", "globex")}
+    blobs = {
+        tenant: envelope.encrypt(tenant, f"secret of {tenant}".encode()) for tenant in ("acme", "globex")
+    }
     before = {k.tenant_id: k.wrapped for k in store.all_wrapped_keys()}
 
-    rotated = Envelope(LocalMasterKey([new, old]), store)   # new current, old kept to unwrap
+    rotated = Envelope(LocalMasterKey([new, old]), store)  # new current, old kept to unwrap
     assert rotated.rewrap_all() == 2
     assert all(k.master_key_id == rotated.master.key_id for k in store.all_wrapped_keys())
     assert all(store.wrapped_keys(t)[0].wrapped != before[t] for t in before)
     assert rotated.rewrap_all() == 0  # idempotent
 
-    only_new = Envelope(LocalMasterKey([new]), store)       # the old master key can now be retired
+    only_new = Envelope(LocalMasterKey([new]), store)  # the old master key can now be retired
     for tenant, blob in blobs.items():
         assert only_new.decrypt(tenant, blob) == f"secret of {tenant}".encode()
     with pytest.raises(DecryptionFailed, match="not available"):
@@ -95,6 +100,9 @@ def test_master_key_configuration_errors_name_the_problem(tmp_path) -> None:  # 
     path = tmp_path / "master.key"
     key = os.urandom(32)
     path.write_text("# current first\n" + key.hex() + "\n")
-    assert LocalMasterKey.from_environment({"HG_MASTER_KEY_FILE": str(path)}).key_id == LocalMasterKey([key]).key_id
+    assert (
+        LocalMasterKey.from_environment({"HG_MASTER_KEY_FILE": str(path)}).key_id
+        == LocalMasterKey([key]).key_id
+    )
     with pytest.raises(InvalidArgument, match="tenant_id"):
         _envelope()[0].encrypt("", b"x")

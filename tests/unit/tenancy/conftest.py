@@ -59,5 +59,6 @@ def platform_admin() -> None:
 
 
 def pem_of(key) -> bytes:  # type: ignore[no-untyped-def]
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )

@@ -21,13 +21,22 @@ from services.tenancy.tenants import new_tenant
 from services.tenancy.threats import Response, ThreatDetector, ThreatKind, ThreatPolicy
 
 
-def refusal(status: str = "PERMISSION_DENIED", reason: str = "SetPolicy needs role admin; your token has viewer",
-            *, at: float = 100.0, verified: bool = True, tenant: str = "acme", subject: str = "bob",
-            source: str = "10.0.0.1", jti: str = "j1") -> Refusal:
+def refusal(
+    status: str = "PERMISSION_DENIED",
+    reason: str = "SetPolicy needs role admin; your token has viewer",
+    *,
+    at: float = 100.0,
+    verified: bool = True,
+    tenant: str = "acme",
+    subject: str = "bob",
+    source: str = "10.0.0.1",
+    jti: str = "j1",
+) -> Refusal:
     return Refusal("planner", "SetPolicy", status, reason, source, tenant, subject, jti, verified, at)
 
 
 # --- threats ------------------------------------------------------------------------------
+
 
 def test_privilege_probing_fires_once_at_the_threshold_and_revokes() -> None:
     detector = ThreatDetector()
@@ -55,33 +64,61 @@ def test_revoked_token_use_is_detected_at_once_but_unverified_claims_only_alert(
     detector = ThreatDetector()
     fired = detector.observe(refusal("UNAUTHENTICATED", "token has been revoked", verified=False))
     assert fired is not None and fired.kind is ThreatKind.REVOKED_TOKEN_USE
-    policy = ThreatPolicy.from_json({"rules": {"auth_failure_burst": {
-        "threshold": 3, "window_seconds": 10, "responses": ["lockout", "revocation"]}}})
+    policy = ThreatPolicy.from_json(
+        {
+            "rules": {
+                "auth_failure_burst": {
+                    "threshold": 3,
+                    "window_seconds": 10,
+                    "responses": ["lockout", "revocation"],
+                }
+            }
+        }
+    )
     detector = ThreatDetector(policy)
-    burst = [detector.observe(refusal("UNAUTHENTICATED", "token signature does not verify", verified=False,
-                                      at=50.0 + i)) for i in range(3)]
+    burst = [
+        detector.observe(
+            refusal("UNAUTHENTICATED", "token signature does not verify", verified=False, at=50.0 + i)
+        )
+        for i in range(3)
+    ]
     assert burst[-1] is not None and burst[-1].responses == (Response.ALERT,)
     assert "3 failed authentications" in burst[-1].detail
 
 
 def test_failed_authentication_without_a_tenant_counts_by_source() -> None:
     detector = ThreatDetector(ThreatPolicy.from_json({"rules": {"auth_failure_burst": {"threshold": 2}}}))
-    assert detector.observe(refusal("UNAUTHENTICATED", "malformed", tenant="", verified=False, source="a")) is None
-    assert detector.observe(refusal("UNAUTHENTICATED", "malformed", tenant="", verified=False, source="b")) is None
+    assert (
+        detector.observe(refusal("UNAUTHENTICATED", "malformed", tenant="", verified=False, source="a"))
+        is None
+    )
+    assert (
+        detector.observe(refusal("UNAUTHENTICATED", "malformed", tenant="", verified=False, source="b"))
+        is None
+    )
     fired = detector.observe(refusal("UNAUTHENTICATED", "malformed", tenant="", verified=False, source="a"))
     assert fired is not None and fired.source == "a"
 
 
 def test_ordinary_denials_are_not_threats() -> None:
-    assert ThreatDetector().observe(refusal(reason="service token for 'planner' presented by a peer ...")) is None
+    assert (
+        ThreatDetector().observe(refusal(reason="service token for 'planner' presented by a peer ..."))
+        is None
+    )
 
 
-@pytest.mark.parametrize(("policy", "field"), [
-    ({"rules": {"nope": {}}}, "threat_policy.rules"),
-    ({"rules": {"privilege_probe": {"threshold": 0}}}, "threat_policy.rules.privilege_probe.threshold"),
-    ({"rules": {"privilege_probe": {"responses": ["explode"]}}}, "threat_policy.rules.privilege_probe.responses"),
-    ({"lockout_seconds": -1}, "threat_policy.lockout_seconds"),
-])
+@pytest.mark.parametrize(
+    ("policy", "field"),
+    [
+        ({"rules": {"nope": {}}}, "threat_policy.rules"),
+        ({"rules": {"privilege_probe": {"threshold": 0}}}, "threat_policy.rules.privilege_probe.threshold"),
+        (
+            {"rules": {"privilege_probe": {"responses": ["explode"]}}},
+            "threat_policy.rules.privilege_probe.responses",
+        ),
+        ({"lockout_seconds": -1}, "threat_policy.lockout_seconds"),
+    ],
+)
 def test_bad_threat_policies_name_the_field(policy: dict, field: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
         ThreatPolicy.from_json(policy)
@@ -90,10 +127,12 @@ def test_bad_threat_policies_name_the_field(policy: dict, field: str) -> None:
 
 # --- signing keys ----------------------------------------------------------------------------
 
+
 def test_rotation_keeps_the_old_key_verifying_for_the_overlap_only() -> None:
     ring = KeyRing([new_signing_key(1000.0)])
-    old_token = ring.signer("healing-guard", "healing-guard").mint("a", "acme", ["viewer"], ttl_seconds=5000,
-                                                                  now=1000.0)
+    old_token = ring.signer("healing-guard", "healing-guard").mint(
+        "a", "acme", ["viewer"], ttl_seconds=5000, now=1000.0
+    )
     fresh, changed = ring.rotate(2000.0, overlap_seconds=600)
     assert ring.current.kid == fresh.kid and len(changed) == 2
     new_token = ring.signer("healing-guard", "healing-guard").mint("b", "acme", ["viewer"], now=2000.0)
@@ -110,8 +149,10 @@ def test_rotation_keeps_the_old_key_verifying_for_the_overlap_only() -> None:
 
 # --- billing --------------------------------------------------------------------------------
 
-events_strategy = st.lists(st.tuples(st.sampled_from(list(Resource)[1:]), st.integers(1, 1000),
-                                     st.floats(0, 1000, allow_nan=False)), max_size=40)
+events_strategy = st.lists(
+    st.tuples(st.sampled_from(list(Resource)[1:]), st.integers(1, 1000), st.floats(0, 1000, allow_nan=False)),
+    max_size=40,
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -137,6 +178,7 @@ def test_the_digest_changes_when_any_event_changes() -> None:
 
 
 # --- quota under contention -------------------------------------------------------------------
+
 
 def test_parallel_consumers_on_separate_connections_never_overspend(tmp_path: Path) -> None:
     """Eight threads, each with its own SQLite connection (as separate replicas would be)."""

@@ -10,15 +10,21 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from services.common.errors import PermissionDenied, Unauthenticated
 from services.common.security import (
-    JTI_PREFIX, GuardedVerifier, RefusalReporter, RevocationList, lockout_key, refusal_of,
+    JTI_PREFIX,
+    GuardedVerifier,
+    RefusalReporter,
+    RevocationList,
+    lockout_key,
+    refusal_of,
 )
 from services.common.tokens import TokenSigner, public_jwk
 
 
 def _signer() -> TokenSigner:
     key = ed25519.Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return TokenSigner(pem, public_jwk(key)["kid"])
 
 
@@ -78,12 +84,25 @@ def test_a_refusal_attributes_unverified_claims_but_marks_them() -> None:
     signer = _signer()
     token = signer.mint("mallory", "acme", ["admin"])
     metadata = [("authorization", f"Bearer {token}"), ("x-forwarded-for", "10.0.0.7, 127.0.0.1")]
-    refusal = refusal_of("planner", "/healing_guard.planner.v1.Planner/SetPolicy", "ipv4:127.0.0.1:5000",
-                         Unauthenticated("token has been revoked"), metadata, None, now=5.0)
+    refusal = refusal_of(
+        "planner",
+        "/healing_guard.planner.v1.Planner/SetPolicy",
+        "ipv4:127.0.0.1:5000",
+        Unauthenticated("token has been revoked"),
+        metadata,
+        None,
+        now=5.0,
+    )
     assert (refusal.method, refusal.status, refusal.source) == ("SetPolicy", "UNAUTHENTICATED", "10.0.0.7")
     assert (refusal.tenant, refusal.subject, refusal.verified) == ("acme", "mallory", False)
-    garbage = refusal_of("planner", "/x/Y", "ipv6:[::1]:5000", Unauthenticated("malformed"),
-                         [("authorization", "Bearer not.a.jwt")], None)
+    garbage = refusal_of(
+        "planner",
+        "/x/Y",
+        "ipv6:[::1]:5000",
+        Unauthenticated("malformed"),
+        [("authorization", "Bearer not.a.jwt")],
+        None,
+    )
     assert (garbage.tenant, garbage.source) == ("", "[::1]")
 
 

@@ -11,7 +11,12 @@ import pytest
 from healing_guard.tenancy.v1 import tenancy_pb2
 from services.common.convert import timestamp
 from services.common.errors import (
-    AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, QuotaExceeded,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    QuotaExceeded,
 )
 from services.common.tokens import TokenVerifier
 from tests.unit.tenancy.conftest import act_as, platform_admin
@@ -44,10 +49,15 @@ def test_create_get_and_duplicate_tenant(servicer, store) -> None:  # type: igno
         run(servicer.GetTenant(tenancy_pb2.GetTenantRequest(tenant_id="globex"), None))
 
 
-@pytest.mark.parametrize(("tenant_id", "plan", "field"), [
-    ("", "team", "tenant_id"), ("Bad_Id", "team", "tenant_id"), ("platform", "team", "tenant_id"),
-    ("ok-id", "gold", "plan"),
-])
+@pytest.mark.parametrize(
+    ("tenant_id", "plan", "field"),
+    [
+        ("", "team", "tenant_id"),
+        ("Bad_Id", "team", "tenant_id"),
+        ("platform", "team", "tenant_id"),
+        ("ok-id", "gold", "plan"),
+    ],
+)
 def test_bad_tenants_name_the_field_and_store_nothing(servicer, store, tenant_id, plan, field) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InvalidArgument) as caught:
         create(servicer, tenant_id, plan)
@@ -83,8 +93,9 @@ def test_consume_quota_is_idempotent_and_says_when_to_retry(servicer, store, clo
     create(servicer)
     run(servicer.SetQuota(tenancy_pb2.SetQuotaRequest(tenant_id="acme", resource=RES, limit=3), None))
     act_as("*", "service", subject="detector")
-    ask = lambda rid, n=1: run(servicer.ConsumeQuota(tenancy_pb2.ConsumeQuotaRequest(  # noqa: E731
-        tenant_id="acme", resource=RES, amount=n, request_id=rid), None))
+    def ask(rid: str, n: int = 1):  # type: ignore[no-untyped-def]
+        request = tenancy_pb2.ConsumeQuotaRequest(tenant_id="acme", resource=RES, amount=n, request_id=rid)
+        return run(servicer.ConsumeQuota(request, None))
     assert ask("a", 2).quota.used == 2
     again = ask("a", 2)
     assert again.duplicate and again.quota.used == 2
@@ -102,8 +113,11 @@ def test_issue_token_only_for_roles_held_and_the_token_verifies(servicer, store)
     with pytest.raises(InvalidArgument, match=r"roles\[0\]"):
         run(servicer.IssueToken(tenancy_pb2.IssueTokenRequest(subject="bot", roles=["service"]), None))
     assert rows(store, "issued_tokens") == 0
-    issued = run(servicer.IssueToken(tenancy_pb2.IssueTokenRequest(subject="bot", roles=["viewer"],
-                                                                   ttl_seconds=600), None))
+    issued = run(
+        servicer.IssueToken(
+            tenancy_pb2.IssueTokenRequest(subject="bot", roles=["viewer"], ttl_seconds=600), None
+        )
+    )
     jwks = json.loads(run(servicer.GetJwks(tenancy_pb2.GetJwksRequest(), None)).jwks_json)
     principal = TokenVerifier(jwks, clock=servicer.clock).verify(issued.token)
     assert (principal.tenant, principal.roles) == ("acme", frozenset({"viewer"}))
@@ -114,15 +128,21 @@ def test_suspended_tenants_get_no_tokens(servicer) -> None:  # type: ignore[no-u
     create(servicer)
     run(servicer.SuspendTenant(tenancy_pb2.SuspendTenantRequest(tenant_id="acme", reason="unpaid"), None))
     with pytest.raises(FailedPrecondition, match="suspended: unpaid"):
-        run(servicer.IssueToken(tenancy_pb2.IssueTokenRequest(tenant_id="acme", subject="b", roles=["viewer"]),
-                                None))
+        run(
+            servicer.IssueToken(
+                tenancy_pb2.IssueTokenRequest(tenant_id="acme", subject="b", roles=["viewer"]), None
+            )
+        )
 
 
 def test_a_tenant_admin_cannot_revoke_another_tenants_token(servicer, store) -> None:  # type: ignore[no-untyped-def]
     create(servicer, "acme")
     create(servicer, "globex")
-    issued = run(servicer.IssueToken(tenancy_pb2.IssueTokenRequest(tenant_id="globex", subject="b",
-                                                                   roles=["viewer"]), None))
+    issued = run(
+        servicer.IssueToken(
+            tenancy_pb2.IssueTokenRequest(tenant_id="globex", subject="b", roles=["viewer"]), None
+        )
+    )
     act_as("acme", "admin")
     with pytest.raises(PermissionDenied, match="was not issued to tenant 'acme'"):
         run(servicer.RevokeToken(tenancy_pb2.RevokeTokenRequest(token_id=issued.token_id), None))
@@ -145,7 +165,10 @@ def test_tenant_secrets_are_sealed_at_rest_and_never_returned(servicer, store, t
     assert b"ghp_supersecret123" not in raw
     reopened = sqlite3.connect(tmp_path / "tenancy.sqlite3")
     sealed = reopened.execute("SELECT sealed FROM tenant_secrets").fetchone()[0]
-    assert servicer.envelope.decrypt("acme", sealed, b"tenant-secret:secret.github_token") == b"ghp_supersecret123"
+    assert (
+        servicer.envelope.decrypt("acme", sealed, b"tenant-secret:secret.github_token")
+        == b"ghp_supersecret123"
+    )
     reopened.close()
 
 
@@ -153,12 +176,21 @@ def test_bad_config_changes_store_nothing(servicer, store) -> None:  # type: ign
     create(servicer)
     act_as("acme", "admin")
     with pytest.raises(InvalidArgument, match="tenant.config"):
-        run(servicer.UpdateTenant(tenancy_pb2.UpdateTenantRequest(
-            tenant=tenancy_pb2.Tenant(config={"secret.ok": "x", "Bad Key": "y"})), None))
+        run(
+            servicer.UpdateTenant(
+                tenancy_pb2.UpdateTenantRequest(
+                    tenant=tenancy_pb2.Tenant(config={"secret.ok": "x", "Bad Key": "y"})
+                ),
+                None,
+            )
+        )
     assert rows(store, "tenant_secrets") == 0
     with pytest.raises(PermissionDenied, match="plan"):
-        run(servicer.UpdateTenant(tenancy_pb2.UpdateTenantRequest(tenant=tenancy_pb2.Tenant(plan="enterprise")),
-                                  None))
+        run(
+            servicer.UpdateTenant(
+                tenancy_pb2.UpdateTenantRequest(tenant=tenancy_pb2.Tenant(plan="enterprise")), None
+            )
+        )
     platform_admin()
     assert run(servicer.GetTenant(tenancy_pb2.GetTenantRequest(tenant_id="acme"), None)).plan == "team"
 
@@ -176,8 +208,14 @@ def test_billing_report_is_reproducible_from_stored_events(servicer, store, cloc
     act_as("*", "service", subject="detector")
     for index in range(5):
         clock.now += 1
-        run(servicer.ConsumeQuota(tenancy_pb2.ConsumeQuotaRequest(
-            tenant_id="acme", resource=RES, amount=2, request_id=f"r{index}"), None))
+        run(
+            servicer.ConsumeQuota(
+                tenancy_pb2.ConsumeQuotaRequest(
+                    tenant_id="acme", resource=RES, amount=2, request_id=f"r{index}"
+                ),
+                None,
+            )
+        )
     act_as("acme", "admin")
     period = dict(period_start=timestamp(clock.now - 100), period_end=timestamp(clock.now + 1))
     first = run(servicer.BillingReport(tenancy_pb2.BillingReportRequest(**period), None))
