@@ -220,7 +220,8 @@ def _run_job(
 ) -> tuple[RunRecord, str, bool]:
     load = load_factor(t)
     days_in = (t - config.start) / DAY
-    duration = job.duration_s * (1 + 0.15 * load) * (1 + job.drift_per_day * days_in) * rng.lognormvariate(0, 0.07)
+    drift = 1 + job.drift_per_day * days_in
+    duration = job.duration_s * (1 + 0.15 * load) * drift * rng.lognormvariate(0, 0.07)
     queue = job.queue_s * (1 + 6 * load) * rng.lognormvariate(0, 0.25)
     memory = job.memory_fraction * rng.lognormvariate(0, 0.04)
     anomaly = ""

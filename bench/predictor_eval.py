@@ -38,7 +38,7 @@ import numpy as np
 
 from bench.history_sim import DAY, HOUR, SimConfig, SimHistory, generate
 from services.predictor.anomalies import detect_anomalies
-from services.predictor.features import FeatureStream, LabelledExamples, labelled_examples
+from services.predictor.features import FeatureStream, LabelledExamples
 from services.predictor.forecast import (
     INTERVAL_LEVEL,
     brier_score,
@@ -188,8 +188,8 @@ def evaluate_forecasts(history: SimHistory, cut: float) -> tuple[dict[str, objec
             "brier": round(brier_score(p, y), 5),
             "log_loss": round(float(log_loss(y, np.clip(p, 1e-4, 1 - 1e-4))), 4),
             "ece": round(expected_calibration_error(p, y), 4),
-            "precision_at_k": round(precision_at_k(checkpoint_scores[name], data["cp_scopes"], data["cp_times"],
-                                                   next_failed), 4),
+            "precision_at_k": round(precision_at_k(checkpoint_scores[name], data["cp_scopes"],
+                                                   data["cp_times"], next_failed), 4),
         }
     results["horizon"] = evaluate_horizon(history, cut, model)
     return results, {"y": y, **predictions}
@@ -250,7 +250,8 @@ def plot_calibration(curves: dict[str, np.ndarray], path: Path) -> None:
     from sklearn.calibration import calibration_curve
 
     y = curves["y"]
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(6, 7), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(6, 7), gridspec_kw={"height_ratios": [3, 1]},
+                                         sharex=True)
     top.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
     styles = {"model": ("tab:blue", "risk model"), "prior": ("tab:green", "statistical prior"),
               "naive_recent_rate": ("tab:red", "naive: last-10 failure rate")}
@@ -321,10 +322,10 @@ def evaluate_anomalies(history: SimHistory, cut: float) -> dict[str, object]:
             baseline = [r for r in runs if day - ANOMALY_BASELINE_DAYS * DAY <= r.started_at < day]
             window = [r for r in runs if day <= r.started_at < day + DAY]
             for anomaly in detect_anomalies(baseline, window):
-                if anomaly.kind == "failure_burst":
+                if anomaly.metric == "failure_pattern":
                     bursts.append(anomaly)
                 else:
-                    alerts[anomaly.run] = anomaly
+                    alerts[anomaly.key] = anomaly
             calls += 1
             naive_alerts |= naive_anomalies(baseline, window)
             judged.update(r.key for r in window if r.counts_for_risk)
@@ -349,8 +350,7 @@ def evaluate_anomalies(history: SimHistory, cut: float) -> dict[str, object]:
             "recall_by_kind": per_kind,
         }
 
-    runs_by_key = {r.key: r for r in history.runs}
-    burst_hits = sum(_episode_active(history, runs_by_key[a.run]) for a in bursts)
+    burst_hits = sum(_episode_active(history, a.run) for a in bursts)
     examples = sorted(alerts.values(), key=lambda a: -a.score)
     return {
         "split": "each test day judged against the 28 days before it",
@@ -372,7 +372,8 @@ def evaluate_anomalies(history: SimHistory, cut: float) -> dict[str, object]:
 
 def evaluate_recommendations(history: SimHistory, cut: float) -> dict[str, object]:
     """At the end of each test week: is each recommendation backed by a real injected cause?"""
-    checks = {"quarantine_test": 0, "raise_memory_limit": 0, "pin_or_mirror_dependency": 0, "split_or_retime": 0}
+    checks = dict.fromkeys(("quarantine_test", "raise_memory_limit", "pin_or_mirror_dependency",
+                            "split_or_retime"), 0)
     correct = dict.fromkeys(checks, 0)
     found_causes = {"flaky": [0, 0], "leak": [0, 0], "drift": [0, 0], "outage": [0, 0]}
     observable_flaky = [0, 0]  # live flaky episodes whose test flaked >= MIN_FLAKES_RECENT times in 7 days
@@ -417,11 +418,12 @@ def evaluate_recommendations(history: SimHistory, cut: float) -> dict[str, objec
 
 def _matching_episode(rec, episodes, now: float) -> int | None:
     for index, e in enumerate(episodes):
-        if rec.intervention == "quarantine_test" and e.kind == "flaky" and e.detail == rec.parameters["test"] \
-                and e.pipeline == rec.scope.pipeline and e.job == rec.scope.job and e.start <= now <= e.end + 2 * DAY:
+        same_job = e.pipeline == rec.scope.pipeline and e.job == rec.scope.job
+        if rec.intervention == "quarantine_test" and e.kind == "flaky" and same_job \
+                and e.detail == rec.parameters["test"] and e.start <= now <= e.end + 2 * DAY:
             return index
-        if rec.intervention == "raise_memory_limit" and e.kind == "leak" and e.pipeline == rec.scope.pipeline \
-                and e.job == rec.scope.job and e.start <= now and e.end >= now - 2 * DAY:
+        if rec.intervention == "raise_memory_limit" and e.kind == "leak" and same_job \
+                and e.start <= now and e.end >= now - 2 * DAY:
             return index
         if rec.intervention == "pin_or_mirror_dependency" and e.kind == "outage" \
                 and e.detail == rec.parameters["dependency"] and now - 14 * DAY <= e.start <= now:
@@ -460,7 +462,8 @@ def main(argv: list[str] | None = None) -> None:
                  f"{args.days} days"),
         "forecast": forecasts,
         "replacement_rule": {
-            "candidate_brier": replacement.candidate_brier, "prior_brier": round(replacement.incumbent_brier, 5),
+            "candidate_brier": replacement.candidate_brier,
+            "prior_brier": round(replacement.incumbent_brier, 5),
             "replaced": replacement.replaced, "reason": replacement.reason,
         },
         "anomalies": anomalies,
@@ -480,22 +483,26 @@ def main(argv: list[str] | None = None) -> None:
               f"{m['precision_at_k']:>8.3f}")
     naive = forecasts["naive_recent_rate"]
     model = forecasts["model"]
-    print(f"{'model / naive':<22}{model['roc_auc'] / naive['roc_auc']:>9.2f}{model['brier'] / naive['brier']:>9.2f}"
+    print(f"{'model / naive':<22}{model['roc_auc'] / naive['roc_auc']:>9.2f}"
+          f"{model['brier'] / naive['brier']:>9.2f}"
           f"{model['log_loss'] / naive['log_loss']:>9.2f}{model['ece'] / max(naive['ece'], 1e-9):>8.2f}"
           f"{model['precision_at_k'] / naive['precision_at_k']:>8.2f}")
     print(f"(P@{TOP_K} base rate: {forecasts['top_k_base_rate']:.3f})")
     h = forecasts["horizon"]
     print(f"next {h['horizon_runs']} runs: expected-rate MAE {h['mae_expected_rate_model']:.4f} vs naive "
           f"{h['mae_naive_recent_rate']:.4f}, MSE {h['mse_expected_rate_model']:.4f} vs "
-          f"{h['mse_naive_recent_rate']:.4f}; {h['interval_level']:.0%} interval covers {h['interval_coverage']:.1%}"
+          f"{h['mse_naive_recent_rate']:.4f}; {h['interval_level']:.0%} interval covers "
+          f"{h['interval_coverage']:.1%}"
           f" (mean width {h['mean_interval_width']:.2f}, {h['samples']} sampled job/times)")
     print(f"replacement rule on the training weeks: {replacement.reason}")
     print(f"\n{'anomalies':<22}{'alerts':>8}{'precision':>11}{'recall':>8}{'FPR':>9}")
     for name in ("detector", "naive_mean_3sd"):
         a = anomalies[name]
-        print(f"{name:<22}{a['alerts']:>8}{a['precision']:>11.3f}{a['recall']:>8.3f}{a['false_positive_rate']:>9.4f}")
+        print(f"{name:<22}{a['alerts']:>8}{a['precision']:>11.3f}{a['recall']:>8.3f}"
+              f"{a['false_positive_rate']:>9.4f}")
     print(f"({anomalies['injected_anomalies']} injected among {anomalies['runs_judged']} runs judged; "
-          f"failure-burst alerts during an injected episode: {anomalies['failure_bursts']['during_an_injected_episode']}"
+          f"failure-burst alerts during an injected episode: "
+          f"{anomalies['failure_bursts']['during_an_injected_episode']}"
           f" of {anomalies['failure_bursts']['alerts']})")
     print("\nrecommendations precision:", recommendations["precision"])
     print("live causes found:", recommendations["live_causes_found"],

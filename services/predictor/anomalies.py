@@ -57,9 +57,12 @@ class Metric:
     seasonal: bool
 
 
-DURATION = Metric("duration", "duration", min_excess=180.0, min_relative_excess=0.25, relative_floor=0.02, absolute_floor=5.0, seasonal=True)
-QUEUE = Metric("queue", "queue time", min_excess=300.0, min_relative_excess=1.0, relative_floor=0.05, absolute_floor=5.0, seasonal=True)
-MEMORY = Metric("memory", "peak memory", min_excess=0.10, min_relative_excess=0.0, relative_floor=0.02, absolute_floor=0.005, seasonal=False)
+DURATION = Metric("duration", "duration", min_excess=180.0, min_relative_excess=0.25, relative_floor=0.02,
+                  absolute_floor=5.0, seasonal=True)
+QUEUE = Metric("queue", "queue time", min_excess=300.0, min_relative_excess=1.0, relative_floor=0.05,
+               absolute_floor=5.0, seasonal=True)
+MEMORY = Metric("memory", "peak memory", min_excess=0.10, min_relative_excess=0.0, relative_floor=0.02,
+                absolute_floor=0.005, seasonal=False)
 METRICS = (DURATION, QUEUE, MEMORY)
 
 
@@ -75,13 +78,22 @@ class Deviation:
 
 @dataclass(frozen=True)
 class Anomaly:
-    run: RunKey
-    started_at: float
-    kind: str  # "duration", "queue", "memory", "multiple", "failure_burst"
-    score: float  # strength: MADs above normal, or -log10 of the burst's probability
-    isolation_score: float  # IsolationForest score relative to the baseline (0 normal .. 1 isolated)
+    run: RunRecord
+    metric: str  # the strongest unusual metric: "duration", "queue", "memory" or "failure_pattern"
+    metrics: tuple[str, ...]  # every metric found unusual (several when the forest flagged a combination)
+    detector: str  # "baseline" (one metric far off), "isolation_forest" (several moderately off), "burst"
+    score: float  # strength: MADs above normal, or -log10 of the burst's chance under the usual rate
+    isolation_score: float  # share of the baseline's runs less isolated than this (0.5 typical, 1 extreme)
     reason: str
     deviations: tuple[Deviation, ...]
+
+    @property
+    def key(self) -> RunKey:
+        return self.run.key
+
+    @property
+    def started_at(self) -> float:
+        return self.run.started_at
 
 
 def metric_value(run: RunRecord, metric: Metric) -> float | None:
@@ -186,7 +198,8 @@ def _excess_ok(deviation: Deviation) -> bool:
 
 def _deviation_row(deviations: dict[str, Deviation]) -> list[float]:
     # Clipped so one enormous outlier does not flatten the forest's view of the rest.
-    return [float(np.clip(deviations[m.name].mads, -20, 20)) if m.name in deviations else 0.0 for m in METRICS]
+    return [float(np.clip(deviations[m.name].mads, -20, 20)) if m.name in deviations else 0.0
+            for m in METRICS]
 
 
 def detect_anomalies(baseline_runs: Sequence[RunRecord], window_runs: Sequence[RunRecord],
@@ -231,7 +244,8 @@ def _fit_forest(baselines: dict[Scope, Baseline], by_scope: dict[Scope, list[Run
                 ) -> tuple[object | None, np.ndarray]:
     from sklearn.ensemble import IsolationForest
 
-    candidates = [(scope, run) for scope, runs in by_scope.items() if baselines[scope].runs >= MIN_BASELINE_RUNS
+    candidates = [(scope, run) for scope, runs in by_scope.items()
+                  if baselines[scope].runs >= MIN_BASELINE_RUNS
                   for run in runs if run.counts_for_risk]
     # A forest sees 256 rows per tree; a few thousand baseline runs describe "normal" as well as all.
     if len(candidates) > FOREST_RUNS:
@@ -267,14 +281,14 @@ def _judge(run: RunRecord, deviations: dict[str, Deviation], isolated: float) ->
     joint = [d for d in deviations.values() if d.mads >= JOINT_MADS]
     if strong:
         strong.sort(key=lambda d: -d.mads)
-        kind = strong[0].metric if len(strong) == 1 else "multiple"
         reasons = [describe(d, run.scope) for d in strong]
-        return Anomaly(run.key, run.started_at, kind, round(strong[0].mads, 2), round(isolated, 4),
-                       "; ".join(reasons), tuple(strong))
+        return Anomaly(run, strong[0].metric, tuple(d.metric for d in strong), "baseline",
+                       round(strong[0].mads, 2), round(isolated, 4), "; ".join(reasons), tuple(strong))
     if len(joint) >= 2 and isolated >= FOREST_QUANTILE:
         joint.sort(key=lambda d: -d.mads)
         reasons = [describe(d, run.scope) for d in joint]
-        return Anomaly(run.key, run.started_at, "multiple", round(joint[0].mads, 2), round(isolated, 4),
+        return Anomaly(run, joint[0].metric, tuple(d.metric for d in joint), "isolation_forest",
+                       round(joint[0].mads, 2), round(isolated, 4),
                        "unusual on several metrics at once: " + "; ".join(reasons), tuple(joint))
     return None
 
@@ -298,7 +312,7 @@ def _failure_bursts(scope: Scope, baseline_runs: list[RunRecord], window: list[R
             who = "this job's" if scope.job else "this pipeline's"
             reason = (f"{failures} of the last {len(recent)} runs failed; {who} usual failure rate is "
                       f"{rate:.0%} (chance {p:.1g})")
-            found.append(Anomaly(run.key, run.started_at, "failure_burst", round(-math.log10(max(p, 1e-300)), 2),
-                                 0.0, reason, ()))
+            found.append(Anomaly(run, "failure_pattern", ("failure_pattern",), "burst",
+                                 round(-math.log10(max(p, 1e-300)), 2), 0.0, reason, ()))
         in_burst = burst or (in_burst and run.failed)
     return found

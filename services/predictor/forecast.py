@@ -133,7 +133,8 @@ def _calibrate(calibrator: object, method: str, raw: np.ndarray) -> np.ndarray:
         return raw
     if method == "isotonic":
         return np.asarray(calibrator.predict(raw))  # type: ignore[attr-defined]
-    return np.asarray(calibrator.predict_proba(_logit(raw).reshape(-1, 1))[:, 1])  # type: ignore[attr-defined]
+    logits = _logit(raw).reshape(-1, 1)
+    return np.asarray(calibrator.predict_proba(logits)[:, 1])  # type: ignore[attr-defined]
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -199,7 +200,8 @@ def fit_risk_model(examples: LabelledExamples, seed: int = 0) -> RiskModel:
         method = "sigmoid"
     else:
         calibrator, method = None, "no"
-    return RiskModel(classifier, calibrator, kind, method, trained_runs=len(y), trained_until=float(times.max()))
+    return RiskModel(classifier, calibrator, kind, method, trained_runs=len(y),
+                     trained_until=float(times.max()))
 
 
 # -- forecasting ---------------------------------------------------------------------------
@@ -319,17 +321,20 @@ def _factors(state: ScopeState, tenant: TenantState, row: list[float]) -> list[R
     memory_slope = feature["memory_fraction_slope"]
     if memory >= 0.8 or (memory >= 0.5 and memory_slope >= 0.03):
         trend = f", rising {memory_slope * 100:.0f} points per 10 runs" if memory_slope >= 0.01 else ""
-        factors.append(RiskFactor("memory_fraction_last", memory, f"peak memory at {memory:.0%} of limit{trend}"))
+        factors.append(RiskFactor("memory_fraction_last", memory,
+                                  f"peak memory at {memory:.0%} of limit{trend}"))
     if feature["oom_recent"] > 0:
         count = int(feature["oom_recent"])
         factors.append(RiskFactor("oom_recent", float(count),
-                                  f"{count} out-of-memory failure{'s' if count > 1 else ''} in last {RECENT_RUNS}"))
+                                  f"{count} out-of-memory failure{'s' if count > 1 else ''}"
+                                  f" in last {RECENT_RUNS}"))
     outages = round(math.expm1(feature["tenant_outage_failures_6h"]))
     if outages >= 2:
         deps = sorted({d for _, names in tenant.outage_failures for d in names})
         which = f" ({', '.join(deps[:3])})" if deps else ""
         factors.append(RiskFactor("tenant_outage_failures_6h", float(outages),
-                                  f"{outages} dependency/network failures across the tenant in the last 6h{which}"))
+                                  f"{outages} dependency/network failures across the tenant"
+                                  f" in the last 6h{which}"))
     drift = feature["duration_trend"]
     if drift >= 0.1:
         factors.append(RiskFactor("duration_trend", drift, f"duration growing {drift:.0%} per 10 runs"))
@@ -396,7 +401,8 @@ def retrain(runs: Sequence[RunRecord], incumbent: RiskModel | None, seed: int = 
         candidate = fit_risk_model(train, seed=seed)
     except InvalidArgument as error:
         return RetrainReport(False, None, incumbent_version, None, incumbent_brier, len(train.labels),
-                             len(heldout.labels), cut_time, f"not enough history to train: {error.description}")
+                             len(heldout.labels), cut_time,
+                             f"not enough history to train: {error.description}")
     if len(heldout.labels) < 50 or y_heldout.sum() == 0:
         return RetrainReport(False, candidate, incumbent_version, None, incumbent_brier, len(train.labels),
                              len(heldout.labels), cut_time,

@@ -247,7 +247,8 @@ def collapse_pipeline_runs(runs: Iterable[RunRecord]) -> list[RunRecord]:
                 cache_hit=all(r.cache_hit for r in group),
                 tests_total=sum(r.tests_total for r in group),
                 tests_failed=sum(r.tests_failed for r in group),
-                failure_class=failures[0].failure_class if failures else FailureClass.FAILURE_CLASS_UNSPECIFIED,
+                failure_class=(failures[0].failure_class if failures
+                               else FailureClass.FAILURE_CLASS_UNSPECIFIED),
                 flaky_tests=tuple(sorted({t for r in group for t in r.flaky_tests})),
                 failed_dependencies=tuple(sorted({d for r in group for d in r.failed_dependencies})),
             )

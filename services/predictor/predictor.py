@@ -16,7 +16,14 @@ from services.common.errors import InvalidArgument
 from services.predictor import anomalies as anomaly_detection
 from services.predictor import recommend as recommendations
 from services.predictor.features import OUTAGE_WINDOW_S
-from services.predictor.forecast import RetrainReport, RiskForecast, RiskModel, forecast_risk, retrain, validate_horizon
+from services.predictor.forecast import (
+    RetrainReport,
+    RiskForecast,
+    RiskModel,
+    forecast_risk,
+    retrain,
+    validate_horizon,
+)
 from services.predictor.history import RunRecord, Scope
 from services.predictor.store import SECONDS_PER_DAY, RecordOutcome, RunStore
 
@@ -55,7 +62,8 @@ class Predictor:
         with self._lock:
             if tenant not in self._models:
                 stored = self.store.active_model(tenant)
-                self._models[tenant] = None if stored is None else RiskModel.from_bytes(stored.blob, stored.version)
+                self._models[tenant] = (None if stored is None
+                                        else RiskModel.from_bytes(stored.blob, stored.version))
             return self._models[tenant]
 
     def forecast(self, tenant: str, repository: str, pipeline: str, job: str = "", horizon: int = 10,
@@ -104,8 +112,8 @@ class Predictor:
         if until - since > MAX_ANOMALY_WINDOW_DAYS * SECONDS_PER_DAY:
             raise InvalidArgument("since", f"window must be at most {MAX_ANOMALY_WINDOW_DAYS:g} days, "
                                            f"got {(until - since) / SECONDS_PER_DAY:.1f}")
-        baseline = self.store.runs(tenant, repository, pipeline, since=since - ANOMALY_BASELINE_DAYS * SECONDS_PER_DAY,
-                                   until=since)
+        baseline_from = since - ANOMALY_BASELINE_DAYS * SECONDS_PER_DAY
+        baseline = self.store.runs(tenant, repository, pipeline, since=baseline_from, until=since)
         window = self.store.runs(tenant, repository, pipeline, since=since, until=until)
         return anomaly_detection.detect_anomalies(baseline, window)
 

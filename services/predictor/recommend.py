@@ -15,12 +15,14 @@ saves the re-run of the job; a drift undone saves its excess on every run).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from scipy import stats
 
 from services.common.vocabulary import ActionKind, FailureClass
@@ -47,7 +49,8 @@ STILL_FLAKING_S = 3 * DAY
 
 @dataclass(frozen=True)
 class Recommendation:
-    intervention: str  # "quarantine_test", "raise_memory_limit", "pin_or_mirror_dependency", "split_or_retime"
+    # "quarantine_test", "raise_memory_limit", "pin_or_mirror_dependency" or "split_or_retime"
+    intervention: str
     action: ActionKind
     scope: Scope  # the job or pipeline to act on; for a dependency, the tenant (repository "")
     parameters: dict[str, str] = field(hash=False)
@@ -55,6 +58,36 @@ class Recommendation:
     expected_failures_avoided_per_week: float = 0.0
     summary: str = ""
     evidence: tuple[str, ...] = ()
+
+    @property
+    def recommendation_id(self) -> str:
+        """Stable across calls while the same problem persists, so it can be accepted by id."""
+        parameters = self.parameters
+        target = parameters.get("test") or parameters.get("dependency") or parameters.get("resource", "")
+        identity = "|".join((self.intervention, self.scope.tenant, self.scope.repository, self.scope.pipeline,
+                             self.scope.job, target))
+        return "rec-" + hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+    @property
+    def repository(self) -> str:
+        return self.scope.repository
+
+    @property
+    def pipeline(self) -> str:
+        return self.scope.pipeline
+
+    @property
+    def job(self) -> str:
+        return self.scope.job
+
+    @property
+    def expected_benefit(self) -> float:
+        """Runner-minutes saved per week: the one unit recommendations are ranked by."""
+        return self.expected_benefit_minutes_per_week
+
+    @property
+    def title(self) -> str:
+        return self.summary
 
 
 def recommend(runs: Sequence[RunRecord], now: float) -> list[Recommendation]:
@@ -108,7 +141,8 @@ def _flaky_tests(scope: Scope, runs: list[RunRecord], now: float) -> list[Recomm
         before = earlier_flakes.get(test, 0)
         recent_rate = count / len(recent)
         earlier_rate = before / len(earlier) if earlier else 0.0
-        if count < MIN_FLAKES_RECENT or recent_rate < earlier_rate or now - last_flake[test] > STILL_FLAKING_S:
+        over = now - last_flake[test] > STILL_FLAKING_S
+        if count < MIN_FLAKES_RECENT or recent_rate < earlier_rate or over:
             continue  # flakiness that is rare, falling or over does not pay for lost coverage
         trend = "rising" if recent_rate > earlier_rate * 1.2 else "steady"
         # The recent pace, continued for a week, is what quarantine avoids.
@@ -116,8 +150,10 @@ def _flaky_tests(scope: Scope, runs: list[RunRecord], now: float) -> list[Recomm
         minutes = per_week * _rerun_minutes(runs)
         evidence = (
             f"{test} flaked in {count} of the last {len(recent)} runs ({RECENT_DAYS:.0f} days), "
-            f"{'up from' if trend == 'rising' else 'after'} {before} of {len(earlier)} the {RECENT_DAYS:.0f} days before",
-            f"each flaky failure costs a re-run of {scope.describe()} (~{_rerun_minutes(runs):.0f} runner-minutes)",
+            f"{'up from' if trend == 'rising' else 'after'} {before} of {len(earlier)} "
+            f"the {RECENT_DAYS:.0f} days before",
+            f"each flaky failure costs a re-run of {scope.describe()} "
+            f"(~{_rerun_minutes(runs):.0f} runner-minutes)",
         )
         found.append(Recommendation(
             "quarantine_test", ActionKind.QUARANTINE_TEST, scope,
@@ -156,7 +192,8 @@ def _memory(scope: Scope, runs: list[RunRecord], now: float) -> Recommendation |
     new_limit = int(math.ceil(projected_peak * MEMORY_HEADROOM / MEMORY_STEP_MB) * MEMORY_STEP_MB)
     new_limit = max(new_limit, int(limit) + MEMORY_STEP_MB)
     evidence = [
-        f"peak memory went from {fractions[0]:.0%} to {current:.0%} of the {limit:.0f} MB limit over the last "
+        f"peak memory went from {fractions[0]:.0%} to {current:.0%} of the {limit:.0f} MB limit "
+        f"over the last "
         f"{len(last)} runs ({per_run * 100:+.1f} points per run)",
     ]
     if approaching and runs_to_limit > 0:
@@ -171,7 +208,8 @@ def _memory(scope: Scope, runs: list[RunRecord], now: float) -> Recommendation |
         {**_scope_parameters(scope), "resource": "memory", "memory_limit_mb": str(new_limit),
          "current_limit_mb": str(int(limit))},
         round(per_week * _rerun_minutes(runs), 1), round(per_week, 2),
-        f"raise the memory limit of {scope.describe()} from {limit:.0f} MB to {new_limit} MB", tuple(evidence),
+        f"raise the memory limit of {scope.describe()} from {limit:.0f} MB to {new_limit} MB",
+        tuple(evidence),
     )
 
 
@@ -200,9 +238,11 @@ def _dependencies(runs: Sequence[RunRecord], by_scope: dict[Scope, list[RunRecor
         minutes = sum(_rerun_minutes(by_scope.get(r.scope, [r])) for r in hits) * 7.0 / days
         tenant = hits[0].tenant
         evidence = (
-            f"{len(hits)} fetch failures of {dependency} in {len(bursts)} burst{'s' if len(bursts) > 1 else ''} "
-            f"over the last {days:.0f} days, across {len(pipelines)} pipeline{'s' if len(pipelines) > 1 else ''}",
-            f"longest burst {longest:.1f}h; failures cluster in time, so the cause is the source, not the jobs",
+            f"{len(hits)} fetch failures of {dependency} in {len(bursts)} "
+            f"burst{'s' if len(bursts) > 1 else ''} over the last {days:.0f} days, "
+            f"across {len(pipelines)} pipeline{'s' if len(pipelines) > 1 else ''}",
+            f"longest burst {longest:.1f}h; failures cluster in time, so the cause is the source, "
+            f"not the jobs",
         )
         found.append(Recommendation(
             "pin_or_mirror_dependency", ActionKind.ESCALATE, Scope(tenant, "", "", ""),
@@ -230,8 +270,11 @@ def _drift(scope: Scope, runs: list[RunRecord], now: float) -> Recommendation | 
     if max(xs) - min(xs) < 3.0:
         return None
     # Theil-Sen: a slow runner or two (a 4x run) must not read as a trend.
-    fit = stats.theilslopes(ys, xs, alpha=DRIFT_CONFIDENCE)
+    with np.errstate(invalid="ignore"):  # identical durations make the interval undefined (NaN)
+        fit = stats.theilslopes(ys, xs, alpha=DRIFT_CONFIDENCE)
     per_day, intercept, low_slope = float(fit.slope), float(fit.intercept), float(fit.low_slope)
+    if not math.isfinite(low_slope):
+        return None
     start_level = intercept + per_day * min(xs)
     end_level = intercept + per_day * max(xs)
     if start_level <= 0:
@@ -243,10 +286,12 @@ def _drift(scope: Scope, runs: list[RunRecord], now: float) -> Recommendation | 
             or low_slope / start_level < DRIFT_MIN_LOWER_PER_DAY):
         return None
     runs_per_week = len([r for r in runs if r.started_at >= now - RECENT_DAYS * DAY]) * 7.0 / RECENT_DAYS
-    excess_minutes = overall * (total / (1 + total / 2)) / 60.0  # the excess at the end, at the median's scale
+    # The excess at the end of the window, at the scale of the median run.
+    excess_minutes = overall * (total / (1 + total / 2)) / 60.0
     evidence = (
         f"successful runs are {total:+.0%} slower than {span_days:.0f} days ago "
-        f"({relative_per_day:+.1%} per day, at least {low_slope / start_level:+.1%} with {DRIFT_CONFIDENCE:.0%} confidence;"
+        f"({relative_per_day:+.1%} per day, at least {low_slope / start_level:+.1%} "
+        f"with {DRIFT_CONFIDENCE:.0%} confidence;"
         f" time-of-day effects removed)",
         f"{runs_per_week:.0f} runs a week each spend ~{excess_minutes:.0f} runner-minutes more than "
         f"{span_days:.0f} days ago (median duration {overall / 60:.0f}m)",

@@ -80,6 +80,14 @@ class RunStore:
     def open(cls, path: str | Path, retention_days: float = 90.0) -> RunStore:
         return cls(Database(path, MIGRATIONS), retention_days=retention_days)
 
+    def close(self) -> None:
+        self.db.close()
+
+    def tenants(self) -> list[str]:
+        """Every tenant with stored runs (for periodic retraining)."""
+        with self.db.read() as conn:
+            return [row[0] for row in conn.execute("SELECT DISTINCT tenant FROM runs ORDER BY tenant")]
+
     # -- runs ---------------------------------------------------------------------------
 
     def record_run(self, run: RunRecord) -> RecordOutcome:
@@ -207,7 +215,8 @@ class RunStore:
             conn.execute(
                 "INSERT INTO models (tenant, version, created_at, trained_runs, heldout_brier, active, blob)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (tenant, version, created_at, trained_runs, heldout_brier, int(activate), sqlite3.Binary(blob)),
+                (tenant, version, created_at, trained_runs, heldout_brier, int(activate),
+                 sqlite3.Binary(blob)),
             )
         return version
 

@@ -24,8 +24,8 @@ def make_run(**overrides: object) -> RunRecord:
 
 
 def failed_run(**overrides: object) -> RunRecord:
-    values: dict[str, object] = {"result": RunResult.RUN_RESULT_FAILURE, "failure_class": FailureClass.TEST_FAILURE,
-                                 "tests_failed": 1}
+    values: dict[str, object] = {"result": RunResult.RUN_RESULT_FAILURE,
+                                 "failure_class": FailureClass.TEST_FAILURE, "tests_failed": 1}
     values.update(overrides)
     return make_run(**values)
 
@@ -40,7 +40,8 @@ def series(outcomes: str, start: float = MONDAY + 9 * HOUR, every: float = HOUR,
         if outcome == "F":
             runs.append(failed_run(**fields))
         elif outcome == "f":
-            runs.append(failed_run(failure_class=FailureClass.FLAKY_TEST, flaky_tests=("test_upload",), **fields))
+            runs.append(failed_run(failure_class=FailureClass.FLAKY_TEST, flaky_tests=("test_upload",),
+                                   **fields))
         elif outcome == "c":
             runs.append(make_run(result=RunResult.RUN_RESULT_CANCELLED, **fields))
         else:

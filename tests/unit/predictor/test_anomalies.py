@@ -32,8 +32,9 @@ def baseline() -> list[RunRecord]:
 
 
 def window_run(hour: float, **overrides: object) -> RunRecord:
-    values: dict[str, object] = {"run_id": f"w{hour}", "started_at": MONDAY + hour * HOUR, "duration_s": 600.0,
-                                 "queue_s": 60.0, "peak_memory_mb": 2000.0, "memory_limit_mb": 4000.0}
+    values: dict[str, object] = {"run_id": f"w{hour}", "started_at": MONDAY + hour * HOUR,
+                                 "duration_s": 600.0, "queue_s": 60.0, "peak_memory_mb": 2000.0,
+                                 "memory_limit_mb": 4000.0}
     values.update(overrides)
     return make_run(**values)
 
@@ -48,7 +49,7 @@ def test_a_slow_run_is_reported_with_its_reason(baseline) -> None:
     anomalies = detect_anomalies(baseline, [window_run(9.5, duration_s=41 * 60.0)])
     assert len(anomalies) == 1
     anomaly = anomalies[0]
-    assert anomaly.kind == "duration"
+    assert anomaly.metric == "duration" and anomaly.detector == "baseline"
     assert anomaly.score > 6
     assert anomaly.reason.startswith("duration 41m is ")
     assert "MADs above this job's median 10m for Monday mornings (09-12h)" in anomaly.reason
@@ -58,7 +59,7 @@ def test_queue_time_is_judged_against_its_own_hour_of_the_week(baseline) -> None
     busy_normal = window_run(13.0, queue_s=21 * 60.0)
     night_stuck = window_run(2.0, queue_s=21 * 60.0)
     anomalies = detect_anomalies(baseline, [busy_normal, night_stuck])
-    assert [a.run.run_id for a in anomalies] == [night_stuck.run_id]
+    assert [a.run for a in anomalies] == [night_stuck]
     assert "queue time 21m" in anomalies[0].reason and "nights" in anomalies[0].reason
 
 
@@ -74,14 +75,15 @@ def test_runs_moderately_off_on_several_metrics_are_caught_by_the_forest(baselin
     odd = window_run(10.0, duration_s=600 * 1.11, peak_memory_mb=2000 * 1.08)
     anomalies = detect_anomalies(baseline, [odd])
     assert len(anomalies) == 1
-    assert anomalies[0].kind == "multiple"
+    assert anomalies[0].detector == "isolation_forest"
+    assert set(anomalies[0].metrics) == {"duration", "memory"}
     assert anomalies[0].reason.startswith("unusual on several metrics at once: duration")
     assert anomalies[0].isolation_score >= 0.99
 
 
 def test_a_burst_of_failures_is_reported_once(baseline) -> None:
     window = [failed_run(run_id=f"f{i}", started_at=MONDAY + i * HOUR, duration_s=600.0) for i in range(6)]
-    bursts = [a for a in detect_anomalies(baseline, window) if a.kind == "failure_burst"]
+    bursts = [a for a in detect_anomalies(baseline, window) if a.metric == "failure_pattern"]
     assert len(bursts) == 1
     assert "of the last 5 runs failed; this job's usual failure rate is 0%" in bursts[0].reason
 

@@ -36,7 +36,8 @@ def test_unknown_pipeline_answers_that_there_is_no_history() -> None:
 
 @pytest.mark.parametrize("horizon", [0, -1, MAX_HORIZON + 1, 1000])
 def test_horizon_outside_its_range_is_refused(horizon: int) -> None:
-    with pytest.raises(InvalidArgument, match=f"horizon must be between 1 and {MAX_HORIZON} runs, got {horizon}"):
+    message = f"horizon must be between 1 and {MAX_HORIZON} runs, got {horizon}"
+    with pytest.raises(InvalidArgument, match=message):
         forecast_risk(SCOPE, series("..F"), now=LATER, horizon=horizon)
 
 

@@ -2,7 +2,13 @@ import pytest
 
 from services.common.errors import InvalidArgument
 from services.common.vocabulary import FailureClass
-from services.predictor.history import RunResult, collapse_pipeline_runs, run_from_dict, run_to_dict, validate_run
+from services.predictor.history import (
+    RunResult,
+    collapse_pipeline_runs,
+    run_from_dict,
+    run_to_dict,
+    validate_run,
+)
 from tests.unit.predictor.builders import failed_run, make_run
 
 
@@ -27,9 +33,11 @@ def test_a_well_formed_run_validates() -> None:
         ({"attempt": -3}, "attempt", "got -3"),
         ({"result": RunResult.RUN_RESULT_UNSPECIFIED}, "result", "got RUN_RESULT_UNSPECIFIED"),
         ({"result": 7}, "result", "result must be one of RUN_RESULT_SUCCESS"),
-        ({"failure_class": FailureClass.FLAKY_TEST}, "failure_class", "unset on a successful run, got FLAKY_TEST"),
+        ({"failure_class": FailureClass.FLAKY_TEST}, "failure_class",
+         "unset on a successful run, got FLAKY_TEST"),
         ({"failure_class": 99, "result": RunResult.RUN_RESULT_FAILURE}, "failure_class", "got 99"),
-        ({"tests_failed": 5, "tests_total": 3}, "tests_failed", r"tests_failed must be <= tests_total \(3\), got 5"),
+        ({"tests_failed": 5, "tests_total": 3}, "tests_failed",
+         r"tests_failed must be <= tests_total \(3\), got 5"),
         ({"tests_total": -1}, "tests_total", ">= 0"),
         ({"flaky_tests": ("",)}, "flaky_tests", "non-empty strings"),
     ],

@@ -84,3 +84,11 @@ def test_model_versions_and_activation(store: RunStore) -> None:
     assert store.active_model("acme").version == 3  # type: ignore[union-attr]
     assert [m.active for m in store.model_versions("acme")] == [False, False, True]
     assert store.active_model("globex") is None
+
+
+def test_tenants_lists_who_has_history(store: RunStore) -> None:
+    assert store.tenants() == []
+    store.record_run(make_run(tenant="globex"))
+    store.record_run(make_run())
+    assert store.tenants() == ["acme", "globex"]
+    store.close()
