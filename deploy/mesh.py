@@ -428,9 +428,15 @@ def main(argv: list[str] | None = None) -> int:
             pid = int(pid_file.read_text())
             print(f"{pid_file.stem:16} pid {pid:7}  {'running' if _alive(pid) else 'gone'}")
         return 0
-    if any(mesh.pid_dir.glob("*.pid")) if mesh.pid_dir.exists() else False:
-        print("a mesh is already running here (see .run/pids); run `make down` first", file=sys.stderr)
-        return 1
+    recorded = sorted(mesh.pid_dir.glob("*.pid")) if mesh.pid_dir.exists() else []
+    if recorded:
+        alive = [p.stem for p in recorded if _alive(int(p.read_text() or 0))]
+        if len(alive) == len(recorded) and (mesh.run_dir / "mesh.env").exists():
+            print(f"the mesh is already up ({len(alive)} processes); connection details in {mesh.run_dir / 'mesh.env'}")
+            return 0
+        print(f"a previous mesh is partly gone ({', '.join(sorted(set(p.stem for p in recorded) - set(alive)))}); "
+              "stopping what is left and starting again", file=sys.stderr)
+        mesh.down()
     try:
         mesh.up()
     except (TimeoutError, RuntimeError) as error:

@@ -161,6 +161,8 @@ async def _fail(context: grpc.aio.ServicerContext, error: BaseException, method_
     if isinstance(error, errors.HealingGuardError):
         status = to_grpc_status(error)
         await context.abort(status.code, status.details, status.trailing_metadata)
+    if isinstance(error, NotImplementedError):  # the generated base servicer's answer
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method_path} is not implemented by this service yet")
     reference = uuid.uuid4().hex[:12]
     log.exception("internal error in %s (ref %s)", method_path, reference, exc_info=error)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {reference}); the service log has the cause")
