@@ -246,6 +246,7 @@ def forecast_risk(
         probability = float(model.predict([row])[0])
         method, version = f"risk model v{model.version} ({model.describe()})", model.version
 
+    probability = round(probability, 4)  # the sentence quotes exactly the number returned
     long_run = (PRIOR_ALPHA + state.failures) / (PRIOR_ALPHA + PRIOR_BETA + state.runs)
     expected = _expected_rate(probability, long_run, horizon)
     # Uncertainty about the rate itself: it rests on the recent (decayed) runs plus the prior.
@@ -255,7 +256,7 @@ def forecast_risk(
     factors = _factors(state, tenant_state, row)
     explanation = _sentence(probability, state.runs, span, factors, horizon, expected)
     return RiskForecast(
-        scope=scope, has_history=True, next_run_failure_probability=round(probability, 4),
+        scope=scope, has_history=True, next_run_failure_probability=probability,
         horizon_runs=horizon, expected_failure_rate=round(expected, 4), interval_low=round(low, 4),
         interval_high=round(high, 4), interval_level=INTERVAL_LEVEL, runs_considered=state.runs,
         history_span_seconds=span, model_version=version, method=method, factors=tuple(factors),
@@ -293,7 +294,8 @@ def _rate_interval(rate: float, weight: float, horizon: int) -> tuple[float, flo
     tail = (1 - INTERVAL_LEVEL) / 2
     low = stats.betabinom.ppf(tail, horizon, a, b) / horizon
     high = stats.betabinom.ppf(1 - tail, horizon, a, b) / horizon
-    return float(low), float(high)
+    # Shares of a few runs are coarse (of 1 run: 0 or 1); keep the expectation inside.
+    return float(min(low, rate)), float(max(high, rate))
 
 
 def _factors(state: ScopeState, tenant: TenantState, row: list[float]) -> list[RiskFactor]:
@@ -305,7 +307,7 @@ def _factors(state: ScopeState, tenant: TenantState, row: list[float]) -> list[R
     recent_rate = recent_failures / len(recent) if recent else 0.0
     if state.streak >= 2:
         words = f"failing now ({state.streak} failures in a row)"
-    elif len(recent) >= 5 and recent_rate >= long_rate + 0.1:
+    elif recent_failures >= 3 and recent_rate >= long_rate + 0.1:
         words = f"failure rate rising ({recent_failures} of last {len(recent)})"
     elif len(recent) >= 5 and recent_rate <= long_rate - 0.1:
         words = f"failure rate falling ({recent_failures} of last {len(recent)})"

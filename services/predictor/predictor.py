@@ -102,6 +102,10 @@ class Predictor:
         log.info("tenant %s retrain: %s", tenant, report.reason)
         return report
 
+    def retrain_all(self, now: float | None = None) -> dict[str, RetrainReport]:
+        """Retrain every tenant with history (for a periodic job, e.g. nightly)."""
+        return {tenant: self.retrain(tenant, now) for tenant in self.store.tenants()}
+
     def detect_anomalies(self, tenant: str, since: float, until: float, repository: str | None = None,
                          pipeline: str | None = None) -> list[anomaly_detection.Anomaly]:
         """Unusual runs that started in [since, until), judged against the runs of the

@@ -71,3 +71,23 @@ def test_recommend_limit(predictor: Predictor) -> None:
     with pytest.raises(InvalidArgument, match="limit must be >= 1"):
         predictor.recommend("acme", limit=0)
     assert predictor.recommend("acme") == []
+
+
+def test_anomalies_are_found_from_stored_history(predictor: Predictor) -> None:
+    baseline = series("." * 60, start=MONDAY - 5 * DAY, every=2 * 3600.0)
+    for run in baseline:
+        predictor.record_run(run)
+    slow = series(".", start=MONDAY + 10 * 3600.0, duration_s=3000.0)[0]
+    slow = type(slow)(**{**slow.__dict__, "run_id": "slow"})
+    predictor.record_run(slow)
+    [anomaly] = predictor.detect_anomalies("acme", since=MONDAY, until=MONDAY + DAY)
+    assert anomaly.run == slow and anomaly.metric == "duration"
+    assert anomaly.reason.startswith("duration 50m is ")
+
+
+def test_retrain_all_covers_every_tenant_with_history(predictor: Predictor) -> None:
+    for run in series("..F.."):
+        predictor.record_run(run)
+    reports = predictor.retrain_all()
+    assert list(reports) == ["acme"]
+    assert not reports["acme"].replaced and "not enough history" in reports["acme"].reason
