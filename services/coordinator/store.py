@@ -15,15 +15,17 @@ Keys (all under /healing-guard/coordinator/):
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from etcd3aio._protobuf import Compare
+from etcd3aio.errors import EtcdConnectionError, EtcdTransientError
 from etcd3aio.kv import KVService, prefix_range_end
 
-from services.common.errors import AlreadyExists, FailedPrecondition, NotFound
+from services.common.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from services.coordinator.actions import ActionRecord
 
 PREFIX = "/healing-guard/coordinator/"
@@ -33,6 +35,8 @@ CLAIMS = PREFIX + "claims/"
 EXECUTORS = PREFIX + "executors/"
 LEADER = PREFIX + "leader"
 TXN_TIMEOUT_S = 5.0
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,18 @@ class Snapshot:
         self.revision = max(self.revision, mod_revision)
 
 
+def etcd_unavailable_as_status(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """etcd down or restarting answers UNAVAILABLE (retry), not INTERNAL; nothing was acknowledged."""
+    @functools.wraps(method)
+    async def wrapped(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except (EtcdConnectionError, EtcdTransientError, TimeoutError) as error:
+            raise Unavailable(f"etcd is unreachable or restarting ({error}); retry the call") from error
+
+    return wrapped
+
+
 def action_key(action_id: str) -> str:
     return ACTIONS + action_id
 
@@ -113,6 +129,7 @@ class ActionStore:
     def __init__(self, etcd: Any) -> None:
         self.etcd = etcd
 
+    @etcd_unavailable_as_status
     async def submit(self, plan_id: str, records: Sequence[ActionRecord]) -> tuple[list[str], int, bool]:
         """Write the plan marker and every action in one transaction; idempotent per plan id."""
         plan_key = PLANS + plan_id
@@ -132,6 +149,7 @@ class ActionStore:
             return previous, existing[0].mod_revision, True
         raise AlreadyExists("action", ids[0], "an action id of this plan already exists in the queue")
 
+    @etcd_unavailable_as_status
     async def get(self, action_id: str) -> Versioned:
         response = await self.etcd.kv.get(action_key(action_id), timeout=TXN_TIMEOUT_S)
         if not response.kvs:
@@ -139,11 +157,13 @@ class ActionStore:
         kv = response.kvs[0]
         return Versioned(ActionRecord.from_json(kv.value), kv.mod_revision)
 
+    @etcd_unavailable_as_status
     async def all(self) -> tuple[list[Versioned], int]:
         response = await self.etcd.kv.get(ACTIONS, range_end=prefix_range_end(ACTIONS), timeout=TXN_TIMEOUT_S)
         records = [Versioned(ActionRecord.from_json(kv.value), kv.mod_revision) for kv in response.kvs]
         return records, response.header.revision
 
+    @etcd_unavailable_as_status
     async def snapshot(self) -> Snapshot:
         """Actions, claims and executors at one revision (one range read)."""
         response = await self.etcd.kv.get(PREFIX, range_end=prefix_range_end(PREFIX), timeout=TXN_TIMEOUT_S)
@@ -164,12 +184,14 @@ class ActionStore:
                 yield (event.kv.key.decode(), None if deleted else event.kv.value,
                        event.kv.mod_revision or response.header.revision, event.kv.create_revision, event.kv.lease)
 
+    @etcd_unavailable_as_status
     async def of_plan(self, plan_id: str) -> list[Versioned]:
         response = await self.etcd.kv.get(PLANS + plan_id, timeout=TXN_TIMEOUT_S)
         if not response.kvs:
             raise NotFound("plan", plan_id)
         return [await self.get(action_id) for action_id in json.loads(response.kvs[0].value)]
 
+    @etcd_unavailable_as_status
     async def update(self, current: Versioned, changed: ActionRecord, fences: Fence | Sequence[Fence] | None,
                      *, claim_lease: int = 0, release_claim: bool = False,
                      claim_holder: str | None = None) -> Versioned | None:
@@ -200,15 +222,18 @@ class ActionStore:
             return Versioned(changed, kvs[0].mod_revision)
         return None
 
+    @etcd_unavailable_as_status
     async def claim_holder(self, action_id: str) -> str | None:
         response = await self.etcd.kv.get(CLAIMS + action_id, timeout=TXN_TIMEOUT_S)
         return response.kvs[0].value.decode() if response.kvs else None
 
+    @etcd_unavailable_as_status
     async def register_executor(self, executor_id: str, data: dict[str, Any], ttl: int) -> int:
         lease = await self.etcd.lease.grant(ttl, timeout=TXN_TIMEOUT_S)
         await self.etcd.kv.put(EXECUTORS + executor_id, json.dumps(data), lease=lease.ID, timeout=TXN_TIMEOUT_S)
         return lease.ID
 
+    @etcd_unavailable_as_status
     async def executor(self, executor_id: str) -> Registration | None:
         """A live executor's registration, or None."""
         response = await self.etcd.kv.get(EXECUTORS + executor_id, timeout=TXN_TIMEOUT_S)
@@ -217,6 +242,7 @@ class ActionStore:
         kv = response.kvs[0]
         return Registration(executor_id, json.loads(kv.value), kv.lease, kv.create_revision)
 
+    @etcd_unavailable_as_status
     async def renew(self, lease: int) -> int:
         """One heartbeat on a lease; its remaining TTL (<= 0: it is gone)."""
         call = self.etcd.lease.keep_alive(lease)
