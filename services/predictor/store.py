@@ -45,6 +45,7 @@ MIGRATIONS: list[str] = [
 ]
 
 SECONDS_PER_DAY = 86_400.0
+KEEP_INACTIVE_MODELS = 5  # rejected candidates and replaced models kept for inspection
 
 
 class RecordOutcome(enum.Enum):
@@ -201,10 +202,11 @@ class RunStore:
 
     def save_model(
         self, tenant: str, blob: bytes, created_at: float, trained_runs: int, heldout_brier: float,
-        activate: bool,
+        activate: bool, keep_inactive: int = KEEP_INACTIVE_MODELS,
     ) -> int:
         """Store a new model version (the next integer for this tenant); when `activate`,
-        it becomes the one forecasts use. Returns its version."""
+        it becomes the one forecasts use. Only the newest `keep_inactive` inactive versions
+        keep their blobs' rows; older ones are deleted. Returns the new version."""
         with self.db.transaction() as conn:
             version = int(
                 conn.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM models WHERE tenant=?", (tenant,))
@@ -217,6 +219,11 @@ class RunStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (tenant, version, created_at, trained_runs, heldout_brier, int(activate),
                  sqlite3.Binary(blob)),
+            )
+            conn.execute(
+                "DELETE FROM models WHERE tenant = ? AND active = 0 AND version NOT IN"
+                " (SELECT version FROM models WHERE tenant = ? AND active = 0 ORDER BY version DESC LIMIT ?)",
+                (tenant, tenant, keep_inactive),
             )
         return version
 

@@ -92,3 +92,12 @@ def test_tenants_lists_who_has_history(store: RunStore) -> None:
     store.record_run(make_run())
     assert store.tenants() == ["acme", "globex"]
     store.close()
+
+
+def test_old_inactive_models_are_dropped_but_the_active_one_is_kept(store: RunStore) -> None:
+    store.save_model("acme", b"active", created_at=0.0, trained_runs=1, heldout_brier=0.1, activate=True)
+    for i in range(4):
+        store.save_model("acme", b"rejected", created_at=float(i), trained_runs=1, heldout_brier=0.2,
+                         activate=False, keep_inactive=2)
+    versions = store.model_versions("acme")
+    assert [(m.version, m.active) for m in versions] == [(1, True), (4, False), (5, False)]
