@@ -7,6 +7,7 @@ Entries (payloads) are visible only to their own tenant.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from services.common.tracing import annotate
 
 ORIGIN = "healing-guard.dev/audit"
 KEY_NAME = "healing-guard-audit"
+PUBLIC_KEYS_FILE = "tree-head-public-keys.json"
 
 
 def entry_message(view: EntryView) -> audit_pb2.Entry:
@@ -90,7 +92,10 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         if request.end_index <= request.start_index:
             raise InvalidArgument("end_index", f"must be greater than start_index {request.start_index}, "
                                                f"got {request.end_index}")
-        exported = await asyncio.to_thread(self.log.export_range, request.start_index, request.end_index)
+        principal = auth.current_principal()
+        scope = None if auth.acts_for_any_tenant(principal) else principal.tenant
+        exported = await asyncio.to_thread(self.log.export_range, request.start_index, request.end_index,
+                                           tenant_id=scope)
         return audit_pb2.ExportRangeResponse(export_json=exported)
 
     async def ComplianceReport(self, request, context):  # type: ignore[no-untyped-def]
@@ -125,10 +130,26 @@ def load_or_create_key(path: Path) -> SigningKey:
     return key
 
 
+def publish_verifier_keys(path: Path, keys: KeyRing, origin: str) -> None:
+    """Write the tree-head verifier keys where operators fetch them for offline checks.
+
+    The file is what `python -m services.audit.verify --keys FILE` reads; it holds public
+    keys only (0644), replaced atomically so a reader never sees half a file.
+    """
+    document = {"origin": origin, "public_keys": [key.encode() for key in keys.verifiers()]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(document, indent=1) + "\n")
+    tmp.chmod(0o644)
+    os.replace(tmp, path)
+
+
 async def build(config: ServiceConfig, runtime: Runtime) -> Assembly:
     store = AuditStore.open(config.database_path)
     key = load_or_create_key(config.data_dir / "tree-head-key.hex")
-    log = AuditLog(store, KeyRing([key]), ORIGIN)
+    ring = KeyRing([key])
+    publish_verifier_keys(config.data_dir / PUBLIC_KEYS_FILE, ring, ORIGIN)
+    log = AuditLog(store, ring, ORIGIN)
     servicer = AuditServicer(log)
 
     async def stop() -> None:

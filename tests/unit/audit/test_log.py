@@ -117,6 +117,14 @@ def test_export_verifies_offline_and_monitor_proves_consistency(audit_log: Audit
     assert verify.main([str(tmp_path / "missing.json")]) == 2
 
 
+def test_a_tenant_scoped_export_holds_only_that_tenant_and_still_verifies(audit_log: AuditLog) -> None:
+    audit_log.append([NewEntry("PLAN", "acme" if i % 3 else "globex", f"failure/{i}", b"{}") for i in range(9)])
+    doc = json.loads(audit_log.export_range(0, 9, tenant_id="globex"))
+    assert [e["index"] for e in doc["entries"]] == [0, 3, 6]
+    assert verify_export(doc).entries_verified == 3
+    assert len(json.loads(audit_log.export_range(0, 9))["entries"]) == 9
+
+
 def test_verifier_cli_runs_as_a_module(audit_log: AuditLog, tmp_path: Path) -> None:
     _fill(audit_log, 4)
     export_file = tmp_path / "export.json"
