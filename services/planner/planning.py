@@ -482,6 +482,30 @@ def outcome_for(plan: Plan, idempotency_key: str, success: bool, outcome_id: str
     )
 
 
+@dataclass(frozen=True)
+class LearnedEstimate:
+    """What the planner now believes about one planned action: success mean and its evidence."""
+
+    action: ActionKind
+    posterior_mean: float
+    evidence: float  # decayed weight of the class-wide outcomes it rests on
+
+
+def learned_estimate(plan: Plan, idempotency_key: str, policy: Policy, stats: StatsSource,
+                     now: float) -> LearnedEstimate:
+    """The success estimate for the action of `plan` with that key, as the next plan would see it."""
+    action = plan.action_by_key(idempotency_key)
+    if action is None:
+        raise NotFound(
+            "action", idempotency_key,
+            f"plan {plan.plan_id!r} has no action with idempotency key {idempotency_key!r}",
+        )
+    evidence = stats.evidence_for(plan.tenant, plan.failure_class, plan.cluster_id, now)
+    post = posterior(policy.prior_for(action.kind), evidence.by_action.get(action.kind),
+                     evidence.by_cluster_action.get(action.kind))
+    return LearnedEstimate(action.kind, post.mean, post.class_successes + post.class_failures)
+
+
 # --- serialisation (the store keeps plans as JSON) ----------------------------------------
 
 

@@ -27,7 +27,7 @@ from services.common.tracing import annotate
 from services.common.vocabulary import ActionKind, FailureClass
 from services.planner import batch, batch_model
 from services.planner.access import ACCESS
-from services.planner.planning import Plan, PlanRequest, plan_healing
+from services.planner.planning import Plan, PlanRequest, learned_estimate, plan_healing
 from services.planner.policy import Policy, policy_from_dict, policy_to_dict
 from services.planner.store import PlannerStore
 
@@ -162,7 +162,12 @@ class PlannerServicer(planner_pb2_grpc.PlannerServicer):
         at = seconds(outcome.finished_at) if outcome.HasField("finished_at") else time.time()
         counted = self.store.record_outcome(tenant, outcome.plan_id, outcome.idempotency_key, outcome.outcome_id,
                                             outcome.success, at)
-        return planner_pb2.RecordOutcomeResponse(duplicate=not counted)
+        plan = self.store.get_plan(tenant, outcome.plan_id)
+        estimate = learned_estimate(plan, outcome.idempotency_key, self._policy(tenant, plan.failure_class),
+                                    self.store, time.time())
+        annotate(tenant=tenant, action=estimate.action.name, duplicate=not counted)
+        return planner_pb2.RecordOutcomeResponse(duplicate=not counted, posterior_mean=estimate.posterior_mean,
+                                                 evidence=estimate.evidence)
 
     async def ExplainPlan(self, request, context):  # type: ignore[no-untyped-def]
         principal = auth.current_principal()

@@ -6,7 +6,14 @@ import pytest
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.vocabulary import GENUINE_BREAKS, ActionKind, FailureClass
 from services.planner.learning import LearnedStats
-from services.planner.planning import PlanRequest, outcome_for, plan_from_dict, plan_healing, plan_to_dict
+from services.planner.planning import (
+    PlanRequest,
+    learned_estimate,
+    outcome_for,
+    plan_from_dict,
+    plan_healing,
+    plan_to_dict,
+)
 from services.planner.policy import Policy, Prior, default_policies
 
 A = ActionKind
@@ -160,6 +167,24 @@ def test_outcome_for_rejects_unplanned_actions_and_escalations():
         outcome_for(p, "hg-not-a-key", True, "o1", at=0)
     with pytest.raises(FailedPrecondition):
         outcome_for(p, p.actions[-1].idempotency_key, True, "o1", at=0)
+
+
+def test_learned_estimate_reports_the_posterior_an_outcome_leaves_behind():
+    policy = default_policies()[F.OUT_OF_MEMORY]
+    stats = LearnedStats()
+    p = plan(request(), policy=policy)
+    key = p.actions[0].idempotency_key
+    before = learned_estimate(p, key, policy, stats, now=0.0)
+    prior = policy.prior_for(p.actions[0].kind)
+    assert before.evidence == 0
+    assert before.posterior_mean == pytest.approx(prior.alpha / (prior.alpha + prior.beta))
+    stats.record(outcome_for(p, key, True, "o-1", at=0))
+    stats.record(outcome_for(p, key, True, "o-1", at=0))  # the same outcome again: counted once
+    after = learned_estimate(p, key, policy, stats, now=0.0)
+    assert after.action is p.actions[0].kind
+    assert after.evidence == pytest.approx(1.0) and after.posterior_mean > before.posterior_mean
+    with pytest.raises(NotFound):
+        learned_estimate(p, "hg-not-a-key", policy, stats, now=0.0)
 
 
 def test_plan_round_trips():
