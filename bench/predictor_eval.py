@@ -107,7 +107,7 @@ def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 10) -> 
 
 
 def precision_at_k(scores: np.ndarray, scopes: list[Scope], times: list[float],
-                   next_failed: dict[tuple[Scope, float], int]) -> float:
+                   next_failed: dict[tuple[Scope, float], int]) -> tuple[float, float]:
     by_time: dict[float, list[int]] = defaultdict(list)
     for i, t in enumerate(times):
         if (scopes[i], t) in next_failed:
@@ -120,7 +120,10 @@ def precision_at_k(scores: np.ndarray, scopes: list[Scope], times: list[float],
         jitter = np.random.default_rng(0).random(len(indices)) * 1e-9
         top = sorted(indices, key=lambda i: -(scores[i] + jitter[indices.index(i)]))[:TOP_K]
         precisions.append(sum(next_failed[(scopes[i], times[i])] for i in top) / TOP_K)
-    return float(np.mean(precisions)) if precisions else math.nan
+    if not precisions:
+        return math.nan, math.nan
+    # Standard error over checkpoints, to tell a real difference from a lucky week.
+    return float(np.mean(precisions)), float(np.std(precisions, ddof=1) / math.sqrt(len(precisions)))
 
 
 def evaluate_forecasts(history: SimHistory, cut: float) -> tuple[dict[str, object], dict[str, np.ndarray]]:
@@ -183,13 +186,15 @@ def evaluate_forecasts(history: SimHistory, cut: float) -> tuple[dict[str, objec
         "top_k_base_rate": round(float(np.mean(list(next_failed.values()))), 4),
     }
     for name, p in predictions.items():
+        top_k, top_k_se = precision_at_k(checkpoint_scores[name], data["cp_scopes"], data["cp_times"],
+                                         next_failed)
         results[name] = {
             "roc_auc": round(float(roc_auc_score(y, p)), 4),
             "brier": round(brier_score(p, y), 5),
             "log_loss": round(float(log_loss(y, np.clip(p, 1e-4, 1 - 1e-4))), 4),
             "ece": round(expected_calibration_error(p, y), 4),
-            "precision_at_k": round(precision_at_k(checkpoint_scores[name], data["cp_scopes"],
-                                                   data["cp_times"], next_failed), 4),
+            "precision_at_k": round(top_k, 4),
+            "precision_at_k_standard_error": round(top_k_se, 4),
         }
     results["horizon"] = evaluate_horizon(history, cut, model)
     return results, {"y": y, **predictions}
@@ -487,7 +492,9 @@ def main(argv: list[str] | None = None) -> None:
           f"{model['brier'] / naive['brier']:>9.2f}"
           f"{model['log_loss'] / naive['log_loss']:>9.2f}{model['ece'] / max(naive['ece'], 1e-9):>8.2f}"
           f"{model['precision_at_k'] / naive['precision_at_k']:>8.2f}")
-    print(f"(P@{TOP_K} base rate: {forecasts['top_k_base_rate']:.3f})")
+    print(f"(P@{TOP_K}: every 6h, top {TOP_K} jobs by risk, hit = next run fails; base rate "
+          f"{forecasts['top_k_base_rate']:.3f}; "
+          f"standard error ~{model['precision_at_k_standard_error']:.3f})")
     h = forecasts["horizon"]
     print(f"next {h['horizon_runs']} runs: expected-rate MAE {h['mae_expected_rate_model']:.4f} vs naive "
           f"{h['mae_naive_recent_rate']:.4f}, MSE {h['mse_expected_rate_model']:.4f} vs "

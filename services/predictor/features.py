@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from services.common.vocabulary import FailureClass
+from services.common.vocabulary import GENUINE_BREAKS, FailureClass
 from services.predictor.history import RunRecord, Scope
 
 # Beta prior on a pipeline's failure probability: mean 0.10 (a typical CI job fails
@@ -51,6 +51,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "is_weekend",
     "log_run_count",
     "log_hours_since_last_run",
+    "last_failure_genuine_break",
+    "exposed_to_outage",
 )
 
 
@@ -92,6 +94,9 @@ class ScopeState:
     memory: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_RUNS))
     durations: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW_RUNS))
     ooms: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT_RUNS))
+    last_failure_class: FailureClass = FailureClass.FAILURE_CLASS_UNSPECIFIED
+    last_failed: bool = False
+    fetch_failures: int = 0  # ever failed fetching a dependency: exposed to outages
 
     def apply(self, run: RunRecord) -> None:
         self.first_at = run.started_at if self.first_at is None else min(self.first_at, run.started_at)
@@ -110,6 +115,11 @@ class ScopeState:
         self.outcomes.append(failed)
         self.flaky.append(run.flaky_tests)
         self.ooms.append(int(run.failed and run.failure_class == FailureClass.OUT_OF_MEMORY))
+        self.last_failed = run.failed
+        if run.failed:
+            self.last_failure_class = run.failure_class
+            if run.failure_class in OUTAGE_CLASSES or run.failed_dependencies:
+                self.fetch_failures += 1
         if not run.failed:
             self.durations.append(run.duration_s)
 
@@ -189,6 +199,7 @@ class FeatureStream:
         hours = (t % 86_400.0) / 3600.0
         weekday = int(t // 86_400.0 + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
         since_last = (t - state.last_at) / 3600.0 if state.last_at is not None else 24.0 * 30
+        recent_outages = math.log1p(tenant.outage_failures_since(t, RECENT_OUTAGE_WINDOW_S))
         return [
             state.posterior_rate(),
             (PRIOR_ALPHA + sum(recent)) / (PRIOR_ALPHA + PRIOR_BETA + len(recent)),
@@ -203,12 +214,16 @@ class FeatureStream:
             float(sum(state.ooms)),
             state.duration_trend(),
             math.log1p(tenant.outage_failures_since(t, OUTAGE_WINDOW_S)),
-            math.log1p(tenant.outage_failures_since(t, RECENT_OUTAGE_WINDOW_S)),
+            recent_outages,
             math.sin(2 * math.pi * hours / 24.0),
             math.cos(2 * math.pi * hours / 24.0),
             1.0 if weekday >= 5 else 0.0,
             math.log1p(state.runs),
             math.log1p(max(since_last, 0.0)),
+            # A genuine break persists until fixed; a flaky failure says little about the next run.
+            1.0 if state.last_failed and state.last_failure_class in GENUINE_BREAKS else 0.0,
+            # Outages hit the jobs that fetch what is down; past fetch failures mark those jobs.
+            recent_outages if state.fetch_failures else 0.0,
         ]
 
 

@@ -100,7 +100,13 @@ class RiskModel:
         self.calibration_method = calibration_method
         self.trained_runs = trained_runs
         self.trained_until = trained_until
+        self.feature_names = FEATURE_NAMES
         self.version = PRIOR_VERSION  # assigned when stored
+
+    @property
+    def matches_features(self) -> bool:
+        """False for a model stored by a release that computed different features."""
+        return getattr(self, "feature_names", None) == FEATURE_NAMES
 
     def describe(self) -> str:
         return f"{self.kind}, {self.calibration_method} calibration, {self.trained_runs} runs"

@@ -62,8 +62,13 @@ class Predictor:
         with self._lock:
             if tenant not in self._models:
                 stored = self.store.active_model(tenant)
-                self._models[tenant] = (None if stored is None
-                                        else RiskModel.from_bytes(stored.blob, stored.version))
+                model = None if stored is None else RiskModel.from_bytes(stored.blob, stored.version)
+                if model is not None and not model.matches_features:
+                    # Features changed since it was trained: the prior answers until a retrain.
+                    log.warning("tenant %s: model v%d predates the current features; using the prior",
+                                tenant, model.version)
+                    model = None
+                self._models[tenant] = model
             return self._models[tenant]
 
     def forecast(self, tenant: str, repository: str, pipeline: str, job: str = "", horizon: int = 10,

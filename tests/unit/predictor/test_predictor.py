@@ -91,3 +91,19 @@ def test_retrain_all_covers_every_tenant_with_history(predictor: Predictor) -> N
     reports = predictor.retrain_all()
     assert list(reports) == ["acme"]
     assert not reports["acme"].replaced and "not enough history" in reports["acme"].reason
+
+
+def test_a_stored_model_from_other_features_falls_back_to_the_prior(tmp_path) -> None:
+    history = generate(SimConfig(seed=3, tenants=1, pipelines_per_tenant=12, days=28))
+    store = RunStore.open(tmp_path / "p.db")
+    store.record_runs(history.runs)
+    report = Predictor(store, clock=lambda: history.end).retrain("tenant-1")
+    assert report.replaced and report.candidate is not None
+    stale = report.candidate
+    stale.feature_names = ("an", "older", "feature", "set")
+    store.save_model("tenant-1", stale.to_bytes(), created_at=history.end, trained_runs=1, heldout_brier=0.0,
+                     activate=True)
+    restarted = Predictor(RunStore(store.db), clock=lambda: history.end)
+    assert restarted.active_model("tenant-1") is None
+    scope = history.runs[-1].scope
+    assert restarted.forecast(scope.tenant, scope.repository, scope.pipeline, scope.job).model_version == 0
