@@ -170,10 +170,10 @@ class PlannerServicer(planner_pb2_grpc.PlannerServicer):
                                                  evidence=estimate.evidence)
 
     async def ExplainPlan(self, request, context):  # type: ignore[no-untyped-def]
-        principal = auth.current_principal()
+        tenant = auth.tenant_for(request.tenant_id)
         if not request.plan_id:
             raise InvalidArgument("plan_id", "is required")
-        plan = self.store.get_plan(principal.tenant, request.plan_id)
+        plan = self.store.get_plan(tenant, request.plan_id)
         return planner_pb2.ExplainPlanResponse(plan=plan_message(plan), explanation=plan.rationale)
 
     async def GetPolicy(self, request, context):  # type: ignore[no-untyped-def]
