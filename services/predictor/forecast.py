@@ -320,6 +320,10 @@ def _factors(state: ScopeState, tenant: TenantState, row: list[float]) -> list[R
     else:
         words = f"{recent_failures} of last {len(recent)} failed"
     factors.append(RiskFactor("recent_failure_rate", recent_rate, words))
+    if feature["last_failure_genuine_break"]:
+        broke = state.last_failure_class.name
+        factors.append(RiskFactor("last_failure_genuine_break", 1.0,
+                                  f"last run broke ({broke}), which persists until fixed"))
     flaky = state.flaky_tests()
     if flaky:
         names = ", ".join(flaky[:2]) + (f" and {len(flaky) - 2} more" if len(flaky) > 2 else "")

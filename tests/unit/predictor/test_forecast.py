@@ -65,6 +65,13 @@ def test_recent_failures_raise_the_risk_and_the_sentence_says_why() -> None:
     assert rising.explanation.startswith(f"risk {rising.next_run_failure_probability:.2f} from 40 runs over")
 
 
+def test_a_genuine_break_is_called_out_and_a_flaky_failure_is_not() -> None:
+    broken = forecast_risk(SCOPE, series("." * 20 + "F"), now=LATER)
+    flaky = forecast_risk(SCOPE, series("." * 20 + "f"), now=LATER)
+    assert "last run broke (TEST_FAILURE), which persists until fixed" in broken.explanation
+    assert "last run broke" not in flaky.explanation
+
+
 def test_flaky_tests_are_named() -> None:
     forecast = forecast_risk(SCOPE, series("." * 20 + "f...f."), now=LATER)
     assert "flaky test test_upload present" in forecast.explanation
