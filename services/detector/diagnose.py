@@ -111,9 +111,12 @@ class DiagnosisResult:
     redaction_kinds: dict[str, int] = field(default_factory=dict)
     # Every class some pattern matched, with its best priority (for explanations).
     candidate_classes: dict[str, int] = field(default_factory=dict)
+    # The last lines of the log, redacted and clipped (anomaly features, template novelty).
+    tail_lines: tuple[str, ...] = field(default=(), repr=False)
 
     def to_json(self) -> dict[str, object]:
         data = asdict(self)
+        data.pop("tail_lines")
         data["failure_class"] = self.failure_class.name
         data["confidence"] = round(self.confidence, 4)
         return data
@@ -344,6 +347,7 @@ class Diagnoser:
             lines_scanned=scan.lines,
             redaction_kinds=scan.redaction_kinds,
             candidate_classes={c.name: t.best.pattern.priority for c, t in ranked},
+            tail_lines=tuple(t for _, t in scan.tail),
         )
 
     def _class_pattern(self, failure_class: FailureClass, scan: _LogScan) -> Pattern | None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument
 from services.common.vocabulary import Provider
+from services.detector.junit import parse_junit
 
 # Unary ReportFailure carries at most this much log; larger logs use StreamFailure.
 UNARY_LOG_LIMIT = 4 * 1024 * 1024
@@ -42,20 +43,33 @@ class FailureMetadata:
     @property
     def failure_id(self) -> str:
         """Deterministic: the same job attempt reported twice is the same failure."""
-        key = "\x1f".join([self.tenant, self.provider.name, self.repository, self.pipeline, self.job,
-                           self.run_id, str(self.attempt)])
+        key = "\x1f".join(
+            [
+                self.tenant,
+                self.provider.name,
+                self.repository,
+                self.pipeline,
+                self.job,
+                self.run_id,
+                str(self.attempt),
+            ]
+        )
         return "f-" + hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
 def validate_metadata(meta: FailureMetadata, prefix: str = "report") -> None:
     if meta.provider is Provider.PROVIDER_UNSPECIFIED:
-        raise InvalidArgument(f"{prefix}.job.provider", "is required: GITHUB_ACTIONS, GITLAB, JENKINS, GENERIC or LOCAL")
+        raise InvalidArgument(
+            f"{prefix}.job.provider", "is required: GITHUB_ACTIONS, GITLAB, JENKINS, GENERIC or LOCAL"
+        )
     for name in ("repository", "pipeline", "job", "run_id"):
         value = getattr(meta, name)
         if not value or not value.strip():
             raise InvalidArgument(f"{prefix}.job.{name}", "must not be empty")
         if len(value) > MAX_TEXT:
-            raise InvalidArgument(f"{prefix}.job.{name}", f"must be at most {MAX_TEXT} characters, got {len(value)}")
+            raise InvalidArgument(
+                f"{prefix}.job.{name}", f"must be at most {MAX_TEXT} characters, got {len(value)}"
+            )
     if meta.attempt < 1:
         raise InvalidArgument(f"{prefix}.job.attempt", f"must be >= 1, got {meta.attempt}")
     if meta.duration_seconds < 0:
@@ -69,10 +83,20 @@ def validate_unary_log(log: bytes) -> None:
         raise InvalidArgument("log", "is empty: send the job log (bytes)")
     if len(log) > UNARY_LOG_LIMIT:
         raise InvalidArgument(
-            "log", f"is {len(log)} bytes; ReportFailure takes at most {UNARY_LOG_LIMIT} bytes "
-                   f"(4 MiB): send larger logs with StreamFailure, in chunks")
+            "log",
+            f"is {len(log)} bytes; ReportFailure takes at most {UNARY_LOG_LIMIT} bytes "
+            f"(4 MiB): send larger logs with StreamFailure, in chunks",
+        )
 
 
 def validate_junit(junit: bytes) -> None:
+    """An optional JUnit report must be small and well-formed, without DTDs or entities:
+    refused here, before any quota is spent or anything is stored."""
+    if not junit:
+        return
     if len(junit) > MAX_JUNIT_BYTES:
         raise InvalidArgument("report.junit_xml", f"is {len(junit)} bytes; at most {MAX_JUNIT_BYTES} bytes")
+    try:
+        parse_junit(junit, max_bytes=MAX_JUNIT_BYTES)
+    except InvalidArgument as error:
+        raise InvalidArgument("report.junit_xml", error.description) from None
