@@ -344,12 +344,21 @@ def test_bad_input_is_refused_naming_the_problem_and_stores_nothing(
             ),
             "log_chunk",
         ),
+        (
+            "a second report mid-stream",
+            lambda: operator.detector.StreamFailure(
+                iter([detector_pb2.StreamFailureRequest(report=report("bad-6")),
+                      detector_pb2.StreamFailureRequest(log_chunk=OOM),
+                      detector_pb2.StreamFailureRequest(report=report("bad-6"))]),
+                metadata=md, timeout=30),
+            "report",
+        ),
     ]
     for name, call, field in cases:
         error = rpc_error(call)
         assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, (name, error.code(), error.details())
         assert field in error.details(), (name, error.details())
-    for run_id in ("bad-1", "bad-2", "bad-3", "bad-4", "bad-5"):
+    for run_id in ("bad-1", "bad-2", "bad-3", "bad-4", "bad-5", "bad-6"):
         error = rpc_error(
             lambda r=run_id: operator.detector.GetDiagnosis(
                 detector_pb2.GetDiagnosisRequest(failure_id=failure_id(tenant, r)), metadata=md, timeout=10
