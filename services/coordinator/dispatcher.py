@@ -80,6 +80,12 @@ class Dispatcher:
         self._not_before: dict[str, float] = {}
         self._last_tenant = ""
         self._pools: dict[Provider, ThreadPoolExecutor] = {}
+        self._indexed_view: Snapshot | None = None
+        self._plan_status: dict[str, list[tuple[str, set[str]]]] = {}
+        self._ready: set[str] = set()
+        self._skip: set[str] = set()
+        self._undelivered: set[str] = set()
+        self._claimed: set[str] = set()
         self.first_dispatch: dict[int, float] = {}   # term -> wall clock of its first claim (benchmarks, logs)
 
     # -- settings -----------------------------------------------------------------------
@@ -174,25 +180,47 @@ class Dispatcher:
             view.apply(CLAIMS + versioned.record.action_id, None, versioned.mod_revision)
 
     # -- one round ------------------------------------------------------------------------
-    def runnable(self, view: Snapshot) -> tuple[list[Versioned], list[Versioned], list[Versioned]]:
-        """(runnable now, to skip, finished with an outcome still to deliver) over the view."""
-        plans: dict[str, list[Versioned]] = defaultdict(list)
-        for versioned in view.actions.values():
-            plans[versioned.record.plan_id].append(versioned)
-        runnable: list[Versioned] = []
-        skip: list[Versioned] = []
-        undelivered: list[Versioned] = []
-        for plan_id, plan_actions in plans.items():
+    def _reindex(self, view: Snapshot) -> None:
+        """Bring the per-plan decisions up to date for the plans that changed (all, for a new view)."""
+        if view is not self._indexed_view:
+            self._indexed_view = view
+            self._plan_status.clear()
+            for index in (self._ready, self._skip, self._undelivered, self._claimed):
+                index.clear()
+            view.dirty_plans = set(view.by_plan)
+        dirty, view.dirty_plans = view.dirty_plans, set()
+        for plan_id in dirty:
+            for action_id, index in self._plan_status.pop(plan_id, ()):
+                index.discard(action_id)
+            plan_actions = view.plan_actions(plan_id)
+            if not plan_actions:
+                continue
             if all(v.record.terminal and v.record.outcome_delivered for v in plan_actions):
                 for v in plan_actions:  # nothing will ever change here again
                     view.retire(v.record.action_id)
                 continue
-            by_id = {v.record.action_id: v for v in plan_actions}
             ready, skipped = next_steps(v.record for v in plan_actions)
-            runnable += [by_id[r.action_id] for r in ready]
-            skip += [by_id[r.action_id] for r in skipped]
-            undelivered += [v for v in plan_actions if v.record.terminal and not v.record.outcome_delivered]
-        return runnable, skip, undelivered
+            entries = [(r.action_id, self._ready) for r in ready] + [(r.action_id, self._skip) for r in skipped]
+            for v in plan_actions:
+                if v.record.terminal and not v.record.outcome_delivered:
+                    entries.append((v.record.action_id, self._undelivered))
+                elif v.record.state is ActionState.ACTION_STATE_CLAIMED:
+                    entries.append((v.record.action_id, self._claimed))
+            for action_id, index in entries:
+                index.add(action_id)
+            self._plan_status[plan_id] = entries
+
+    def _of(self, view: Snapshot, index: set[str]) -> list[Versioned]:
+        return [view.actions[a] for a in list(index) if a in view.actions]
+
+    def runnable(self, view: Snapshot) -> tuple[list[Versioned], list[Versioned], list[Versioned]]:
+        """(runnable now, to skip, finished with an outcome still to deliver) over the view."""
+        self._reindex(view)
+        return self._of(view, self._ready), self._of(view, self._skip), self._of(view, self._undelivered)
+
+    def claimed(self, view: Snapshot) -> list[Versioned]:
+        self._reindex(view)
+        return self._of(view, self._claimed)
 
     async def _round(self, term: int) -> None:
         view = self.view
@@ -216,7 +244,7 @@ class Dispatcher:
             if record.provider in external:
                 continue  # an external executor claims these
             by_provider[record.provider].append(record)
-        running = running_by_tenant(v.record for v in view.actions.values())
+        running = running_by_tenant(v.record for v in self.claimed(view))
         limits = self.limits()
         slots = max(1, self.setting("dispatch_concurrency"))
         for provider in sorted(by_provider, key=int):
@@ -238,7 +266,7 @@ class Dispatcher:
         So is one claimed by this replica that is not running here (a dispatch that
         ended without finishing, e.g. a write whose answer was lost).
         """
-        for versioned in list(view.actions.values()):
+        for versioned in self.claimed(view):
             record = versioned.record
             if record.state is not ActionState.ACTION_STATE_CLAIMED or record.action_id in self._in_flight:
                 continue

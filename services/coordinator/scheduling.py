@@ -13,6 +13,7 @@ same tenant.
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -85,9 +86,12 @@ def fair_order(candidates: Sequence[ActionRecord], running: Mapping[str, int], l
         budget = min(budget, limits.global_limit - total_running)
     if budget <= 0:
         return []
-    queues: dict[str, deque[ActionRecord]] = {}
-    for record in sorted(candidates, key=lambda r: (r.created_at, r.plan_id, r.order)):
-        queues.setdefault(record.tenant, deque()).append(record)
+    grouped: dict[str, list[ActionRecord]] = {}
+    for record in candidates:
+        grouped.setdefault(record.tenant, []).append(record)
+    # Only the oldest `budget` of each tenant can be chosen: no need to sort the rest.
+    queues = {tenant: deque(heapq.nsmallest(budget, records, key=lambda r: (r.created_at, r.plan_id, r.order)))
+              for tenant, records in grouped.items()}
     tenants = sorted(queues)
     if start_after:
         later = [t for t in tenants if t > start_after]

@@ -177,11 +177,11 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         data = registration.data
         slot = ExecutorSlot(request.executor_id, Provider[data["provider"]], dict(data.get("labels", {})),
                             int(data.get("capacity", 1)))
-        holding = sum(1 for v in view.actions.values()
-                      if v.record.state is ActionState.ACTION_STATE_CLAIMED and v.record.executor_id == slot.executor_id)
+        claimed_now = [v.record for v in self.dispatcher.claimed(view)]
+        holding = sum(1 for r in claimed_now if r.executor_id == slot.executor_id)
         runnable, _, _ = self.dispatcher.runnable(view)
         candidates = [v.record for v in runnable if executor_can_run(slot, v.record)]
-        running = running_by_tenant(v.record for v in view.actions.values())
+        running = running_by_tenant(claimed_now)
         chosen = fair_order(candidates, running, self.dispatcher.limits(),
                             free_slots=min(limit, slot.capacity - holding))
         fences = [self.leadership.fence(), registration.fence()]

@@ -76,12 +76,22 @@ class Snapshot:
     claims: dict[str, str] = field(default_factory=dict)              # action id -> claimer
     executors: dict[str, Registration] = field(default_factory=dict)
     retired: dict[str, int] = field(default_factory=dict)   # action id -> revision it was retired at
+    by_plan: dict[str, set[str]] = field(default_factory=dict)  # plan id -> its action ids in the view
+    dirty_plans: set[str] = field(default_factory=set)          # plans changed since the scheduler last looked
+
+    def plan_actions(self, plan_id: str) -> list[Versioned]:
+        return [self.actions[a] for a in self.by_plan.get(plan_id, ()) if a in self.actions]
 
     def retire(self, action_id: str) -> None:
         """Forget a record that will never change again; older watched events of it are ignored."""
         versioned = self.actions.pop(action_id, None)
         if versioned is not None:
             self.retired[action_id] = versioned.mod_revision
+            members = self.by_plan.get(versioned.record.plan_id)
+            if members is not None:
+                members.discard(action_id)
+                if not members:
+                    del self.by_plan[versioned.record.plan_id]
 
     def apply(self, key: str, value: bytes | None, mod_revision: int, create_revision: int = 0,
               lease: int = 0) -> None:
@@ -92,14 +102,22 @@ class Snapshot:
             if mod_revision <= self.retired.get(action_id, 0):
                 return
             if value is None:
-                self.actions.pop(action_id, None)
+                gone = self.actions.pop(action_id, None)
+                if gone is not None:
+                    self.dirty_plans.add(gone.record.plan_id)
             elif current is None or current.mod_revision < mod_revision:
-                self.actions[action_id] = Versioned(ActionRecord.from_json(value), mod_revision)
+                record = ActionRecord.from_json(value)
+                self.actions[action_id] = Versioned(record, mod_revision)
+                self.by_plan.setdefault(record.plan_id, set()).add(action_id)
+                self.dirty_plans.add(record.plan_id)
         elif key.startswith(CLAIMS):
+            action_id = key[len(CLAIMS):]
             if value is None:
-                self.claims.pop(key[len(CLAIMS):], None)
+                self.claims.pop(action_id, None)
             else:
-                self.claims[key[len(CLAIMS):]] = value.decode()
+                self.claims[action_id] = value.decode()
+            if action_id in self.actions:
+                self.dirty_plans.add(self.actions[action_id].record.plan_id)
         elif key.startswith(EXECUTORS):
             executor_id = key[len(EXECUTORS):]
             if value is None:
