@@ -31,6 +31,8 @@ import sklearn
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+from sklearn.pipeline import FeatureUnion
 from sklearn.model_selection import GroupKFold, StratifiedKFold
 
 from services.common.errors import InvalidArgument
@@ -62,6 +64,9 @@ class ModelConfig:
     # Word pairs memorise a toolchain's phrasing; single words carry across toolchains
     # (measured on held-out families: macro-F1 0.48 with words vs 0.38 with pairs).
     ngram_max: int = 1
+    # Character 3-5-grams within words as a second view ("ETIMEDOUT", "timed-out" and
+    # "timeout" share pieces); off by default, chosen per training set by select_config.
+    char_ngrams: bool = False
     seed: int = 0
 
 
@@ -102,6 +107,17 @@ def _document(text: str | bytes, config: ModelConfig) -> str:
     return "\n".join(informative_lines(text, config))
 
 
+def _vectorizer(config: ModelConfig, n_texts: int) -> TfidfVectorizer | FeatureUnion:
+    min_df = min(config.min_document_frequency, n_texts)
+    words = TfidfVectorizer(tokenizer=tokens, lowercase=False, token_pattern=None, ngram_range=(1, config.ngram_max),
+                            sublinear_tf=True, min_df=min_df, dtype=np.float32)
+    if not config.char_ngrams:
+        return words
+    chars = TfidfVectorizer(analyzer="char_wb", lowercase=True, ngram_range=(3, 5), sublinear_tf=True,
+                            min_df=min_df, max_features=60_000, dtype=np.float32)
+    return FeatureUnion([("words", words), ("chars", chars)])
+
+
 @dataclass
 class TrainingReport:
     samples: int
@@ -115,7 +131,7 @@ class FailureModel:
 
     def __init__(self, config: ModelConfig = ModelConfig()) -> None:
         self.config = config
-        self._vectorizer: TfidfVectorizer | None = None
+        self._vectorizer: TfidfVectorizer | FeatureUnion | None = None
         self._classifier: CalibratedClassifierCV | None = None
         self._classes: list[FailureClass] = []
         self.version: str = "untrained"
@@ -147,9 +163,7 @@ class FailureModel:
             raise InvalidArgument("labels", f"every class needs >= {folds} examples; {rare} has {counts.min()}")
         started = time.perf_counter()
         documents = [_document(t, self.config) for t in texts]
-        vectorizer = TfidfVectorizer(tokenizer=tokens, lowercase=False, token_pattern=None, ngram_range=(1, self.config.ngram_max),
-                                     sublinear_tf=True, min_df=min(self.config.min_document_frequency, len(texts)),
-                                     dtype=np.float32)
+        vectorizer = _vectorizer(self.config, len(texts))
         x = vectorizer.fit_transform(documents)
         base = LogisticRegression(C=self.config.regularisation_c, max_iter=2000, class_weight="balanced",
                                   random_state=self.config.seed)
@@ -231,6 +245,61 @@ class FailureModel:
     @classmethod
     def load(cls, path: str | Path) -> FailureModel:
         return cls.from_bytes(Path(path).read_bytes())
+
+
+# What select_config tries: few candidates, so selection itself cannot overfit much.
+CANDIDATE_CONFIGS: tuple[ModelConfig, ...] = (
+    ModelConfig(),
+    ModelConfig(regularisation_c=1.0),
+    ModelConfig(char_ngrams=True),
+    ModelConfig(char_ngrams=True, regularisation_c=1.0),
+)
+
+
+@dataclass(frozen=True)
+class Selection:
+    config: ModelConfig
+    # mean inner-fold macro-F1 of every candidate, in CANDIDATE order
+    scores: list[tuple[ModelConfig, float]]
+    folds: int
+
+
+def select_config(texts: Sequence[str | bytes], labels: Sequence[FailureClass | int], groups: Sequence[str],
+                  candidates: Sequence[ModelConfig] = CANDIDATE_CONFIGS, threshold: float = 0.6,
+                  folds: int = 3, seed: int = 0) -> Selection:
+    """Choose a configuration by cross-validation *within* the given logs, grouped by family.
+
+    Each candidate is trained on some groups and scored (macro-F1, answers below
+    `threshold` counted as UNKNOWN) on the groups it did not see, so the choice
+    rewards generalising to unseen families. Call it with the training part of an
+    outer split only: the outer test families must never reach it. Ties keep the
+    earlier (simpler) candidate.
+    """
+    if len(groups) != len(texts) or len(labels) != len(texts):
+        raise InvalidArgument("groups", f"need one label and one group per text: {len(texts)} texts, "
+                                        f"{len(labels)} labels, {len(groups)} groups")
+    if len(set(groups)) < folds:
+        raise InvalidArgument("groups", f"need at least {folds} distinct groups, got {len(set(groups))}")
+    y = np.array([int(FailureClass(label)) for label in labels])
+    splits = list(GroupKFold(n_splits=folds).split(np.zeros(len(y)), y, groups=list(groups)))
+    scores: list[tuple[ModelConfig, float]] = []
+    for candidate in candidates:
+        config = ModelConfig(**{**candidate.__dict__, "seed": seed})
+        fold_scores = []
+        for train, test in splits:
+            inner_groups = [groups[i] for i in train]
+            try:
+                model = FailureModel(config).fit([texts[i] for i in train], [labels[i] for i in train],
+                                                 groups=inner_groups)
+            except InvalidArgument:
+                continue  # a class too rare in this inner fold: skip the fold
+            predicted = [int(c) if p >= threshold else int(FailureClass.UNKNOWN)
+                         for c, p in model.predict_many([texts[i] for i in test])]
+            fold_scores.append(f1_score(y[test], predicted, average="macro", labels=sorted(set(y[test])),
+                                        zero_division=0))
+        scores.append((config, float(np.mean(fold_scores)) if fold_scores else 0.0))
+    best = max(range(len(scores)), key=lambda i: (scores[i][1], -i))
+    return Selection(scores[best][0], scores, folds)
 
 
 def train_default_model(seed: int = 0, samples_per_family: int = 24) -> FailureModel:

@@ -111,3 +111,61 @@ def test_ordinary_lines_match_nothing() -> None:
         "[INFO] BUILD SUCCESS", "Test Suites: 8 passed, 8 total", "ok  	github.com/acme/web/pkg	0.41s",
     ])
     assert KnowledgeBase(default_patterns()).scan(ordinary) == []
+
+
+# Documented wording of the tools (their docs, source and issue trackers), one line each.
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("npm ERR! notarget No matching version found for left-pad@^9.9.9.", FailureClass.DEPENDENCY_FETCH),
+        ("npm error code E404", FailureClass.DEPENDENCY_FETCH),
+        ("ERROR: Could not find a version that satisfies the requirement flask==9.0 (from versions: 2.3.3)",
+         FailureClass.DEPENDENCY_FETCH),
+        ("Because myapp depends on requests (>=99) which doesn't match any versions, version solving failed.",
+         FailureClass.DEPENDENCY_FETCH),
+        ("[ERROR] Failed to execute goal on project app: Could not find artifact com.acme:core:jar:1.2 in central",
+         FailureClass.DEPENDENCY_FETCH),
+        ("error: failed to select a version for the requirement `serde = \"^9.0\"`", FailureClass.DEPENDENCY_FETCH),
+        ("go: github.com/acme/lib@v1.9.0: invalid version: unknown revision v1.9.0", FailureClass.DEPENDENCY_FETCH),
+        ("requests.exceptions.ConnectionError: HTTPSConnectionPool(host='api.acme.io', port=443): Max retries "
+         "exceeded with url: / (Caused by NewConnectionError('Failed to establish a new connection: "
+         "[Errno 111] Connection refused'))", FailureClass.NETWORK),
+        ("W: Failed to fetch http://archive.ubuntu.com/ubuntu/dists/jammy/InRelease  "
+         "Temporary failure resolving 'archive.ubuntu.com'", FailureClass.NETWORK),
+        ("Unable to connect to the server: net/http: TLS handshake timeout", FailureClass.NETWORK),
+        ("error: RPC failed; curl 56 GnuTLS recv error (-9): A TLS packet with unexpected length was received.",
+         FailureClass.NETWORK),
+        ("ssh: Could not resolve hostname github.com: Temporary failure in name resolution", FailureClass.NETWORK),
+        ("FAILED tests/test_api.py::test_slow - Failed: Timeout >5.0s", FailureClass.TIMEOUT),
+        ("Error: waiting for RDS DB Instance (db) create: timeout while waiting for state to become 'available' "
+         "(last state: 'creating', timeout: 40m0s)", FailureClass.TIMEOUT),
+        ("thrown: \"Exceeded timeout of 5000 ms for a test.", FailureClass.TIMEOUT),
+        ("ERROR: Job failed (system failure): prepare environment: waiting for pod running: timed out waiting for "
+         "pod to start", FailureClass.INFRASTRUCTURE),
+        ("The workflow is not valid. .github/workflows/ci.yml (Line: 20, Col: 14): Unrecognized named-value: "
+         "'test_version'. Located at position 1 within expression: test_version", FailureClass.CONFIGURATION),
+        ("│ Error: Unsupported argument", FailureClass.CONFIGURATION),
+        ("Error: INSTALLATION FAILED: execution error at (web/templates/secret.yaml:4:11): image.tag is required",
+         FailureClass.CONFIGURATION),
+        ("./deploy.sh: line 3: DEPLOY_ENV: parameter null or not set", FailureClass.CONFIGURATION),
+        ("fatal: Authentication failed for 'https://gitlab.com/acme/web.git/'", FailureClass.PERMISSION),
+        ("Error from server (Forbidden): pods is forbidden: User \"system:serviceaccount:ci:deployer\" cannot list "
+         "resource \"pods\" in API group \"\" in the namespace \"prod\"", FailureClass.PERMISSION),
+        ("denied: Permission \"artifactregistry.repositories.uploadArtifacts\" denied on resource",
+         FailureClass.PERMISSION),
+    ],
+)
+def test_default_patterns_recognise_documented_messages(line: str, expected: FailureClass) -> None:
+    matches = KnowledgeBase(default_patterns()).scan(line)
+    assert matches, f"no default pattern matched {line!r}"
+    best = max(matches, key=lambda m: m.pattern.priority)
+    assert best.pattern.failure_class == expected
+
+
+def test_a_retry_that_succeeded_cannot_decide_a_log_alone() -> None:
+    """pip prints this and carries on; only the error that ended the job should decide."""
+    line = ("  WARNING: Retrying (Retry(total=4, connect=None, read=None, redirect=None, status=None)) after "
+            "connection broken by 'ReadTimeoutError(\"HTTPSConnectionPool(host='pypi.org', port=443): Read timed "
+            "out. (read timeout=15)\")': /simple/requests/")
+    matches = KnowledgeBase(default_patterns()).scan(line)
+    assert matches and max(m.pattern.priority for m in matches) <= 30
