@@ -66,10 +66,19 @@ JUNIT_PATTERN_ID = "junit.failed-testcase"
 # Presentation noise removed before scanning (line breaks are kept): ANSI colour
 # and the timestamp prefixes GitHub, GitLab and Jenkins' timestamper put on lines,
 # so patterns can anchor on the tool's own output with ^.
-_PRESENTATION = re.compile(
-    rb"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]"
-    rb"|(?m:^)\[?[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z\]? (?:[0-9]{2}[OE]\+? )?"
-)
+# Two passes, each with a literal first byte so `re` jumps between candidates instead
+# of trying every position (about 3x faster on 1 MiB than one alternation anchored on ^).
+_ANSI = re.compile(rb"\x1b(?:\[[0-9;?]*[ -/]*[@-~]|[@-Z\\-_])")
+_LINE_STAMP = re.compile(rb"\n\[?[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z\]? (?:[0-9]{2}[OE]\+? )?")
+
+
+def strip_presentation(block: bytes) -> bytes:
+    """`block` (whole lines) without ANSI colour and runner timestamp prefixes; line breaks kept."""
+    if b"\x1b" in block:
+        block = _ANSI.sub(b"", block)
+    if b"Z " in block or b"Z] " in block:
+        block = _LINE_STAMP.sub(b"\n", b"\n" + block)[1:]
+    return block
 
 _STATUS_OPTIONS = re2.Options()
 _STATUS_OPTIONS.max_mem = 64 << 20
@@ -211,7 +220,7 @@ class _LogScan:
         if not text:
             return
         encoded = text.encode("utf-8", "replace")
-        cleaned = _PRESENTATION.sub(b"", encoded)
+        cleaned = strip_presentation(encoded)
         if len(cleaned) != len(encoded):
             encoded, text = cleaned, cleaned.decode("utf-8", "replace")
         first_line_no = self.lines + 1

@@ -126,7 +126,10 @@ _TRIGGERS = [
     r"A3T|AKIA|ASIA|ABIA|ACCA|gh[pousr]_|github_pat_|gl(?:pat|dt|ft|soat|rt|cbt|imt|ptt|agent|oas)-|GR1348941|xox[abposr]-",
     r"hooks\.slack|eyJ|AIza|GOCSPX-|Q~|[rs]k_live_|SG\.|sq0csp-|pypi-Ag|npm_|T3BlbkFJ|AKC|AP[0-9A-F]",
     r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY|PuTTY-User-Key-File-|://[^\s/@]+:[^\s/@]+@",
-    r"AC[a-z0-9]{32}|SK[a-z0-9]{32}|-us[0-9]|[0-9]{8}:[0-9A-Za-z_-]{8}|[MNO][a-zA-Z0-9_-]{23}",
+    # The whole shape of the Twilio, Mailchimp, Telegram and Discord rules: shorter prefixes
+    # flagged GitLab's "section_start:<epoch>:<name>" lines and long words, thousands per MiB.
+    r"AC[a-z0-9]{32}|SK[a-z0-9]{32}|[0-9a-z]{32}-us[0-9]|[0-9]{8}:[0-9A-Za-z_-]{35}"
+    r"|[MNO][a-zA-Z0-9_-]{23,25}\.[a-zA-Z0-9_-]{6}\.",
     r"[=:]\s*[\"']?[A-Za-z0-9+/_=-]{20}",
 ]
 
@@ -163,16 +166,22 @@ def shannon_entropy(value: str) -> float:
     return -sum(n / total * math.log2(n / total) for n in counts.values())
 
 
+_HEX_ONLY = re.compile(r"[0-9a-fA-F-]+")
+_LOWER, _UPPER, _DIGIT = re.compile(r"[a-z]"), re.compile(r"[A-Z]"), re.compile(r"[0-9]")
+
+
 def _looks_random(value: str) -> bool:
-    """A value worth redacting although no rule names it: long, mixed, high entropy."""
+    """A value worth redacting although no rule names it: long, mixed, high entropy.
+    (Every condition must hold; the cheap ones are checked first.)"""
     if len(value) < MIN_ENTROPY_VALUE_LENGTH or "/" in value.strip("/") and value.count("/") > 2:
         return False
-    if re.fullmatch(r"[0-9a-fA-F-]+", value):
-        return False  # commit shas, digests, UUIDs: ids the diagnosis needs, not secrets
-    if sum(value.count(c) for c in "-._") >= 3:
+    if value.count("-") + value.count(".") + value.count("_") >= 3:
         return False  # dash-separated names (cache keys, image tags, versions), not random tokens
-    classes = sum(bool(re.search(p, value)) for p in ("[a-z]", "[A-Z]", "[0-9]"))
-    return classes == 3 and shannon_entropy(value) >= ENTROPY_THRESHOLD
+    if not (_UPPER.search(value) and _LOWER.search(value) and _DIGIT.search(value)):
+        return False  # random tokens mix lower case, upper case and digits
+    if _HEX_ONLY.fullmatch(value):
+        return False  # commit shas, digests, UUIDs: ids the diagnosis needs, not secrets
+    return shannon_entropy(value) >= ENTROPY_THRESHOLD
 
 
 def _is_placeholder(value: str) -> bool:
@@ -191,7 +200,33 @@ def _redact_line(line: str, rules: _RuleSet, kinds: Counter[str]) -> str:
     return line
 
 
+# Runs of the characters the entropy rule's value is made of (a possessive-free, linear
+# pattern: a start inside a short run fails within 20 characters).
+_VALUE_RUN = re.compile(r"[A-Za-z0-9+/_=-]{%d,}" % MIN_ENTROPY_VALUE_LENGTH)
+
+
+def _may_hold_random_value(line: str) -> bool:
+    """Cheap gate before the entropy rule: could any value it captures look random?
+
+    The rule's value is a maximal run of its characters, or the part of such a run after
+    an "=" in it; every one of those is checked here, so the gate never skips a value the
+    rule would redact (it only spares the RE2 pass on lines of hashes, paths and names).
+    """
+    for run in _VALUE_RUN.finditer(line):
+        value = run.group()
+        if _looks_random(value):
+            return True
+        at = value.find("=")
+        while at >= 0:
+            if len(value) - at - 1 >= MIN_ENTROPY_VALUE_LENGTH and _looks_random(value[at + 1:]):
+                return True
+            at = value.find("=", at + 1)
+    return False
+
+
 def _apply(line: str, compiled: _CompiledRule, kinds: Counter[str]) -> str:
+    if compiled.rule.kind == "high_entropy_value" and not _may_hold_random_value(line):
+        return line
     pieces: list[str] = []
     last = 0
     for match in compiled.regexp.finditer(line):
