@@ -46,6 +46,10 @@ class ActionRecord:
     failure_class: FailureClass
     expected_success: float = 0.0
     always_run: bool = False
+    # A step that keeps the fleet tidy (a drained runner's restore): runs on its own
+    # schedule (not_before, unix seconds), outside the plan's chain of alternatives.
+    housekeeping: bool = False
+    not_before: float = 0.0
     job: dict[str, object] = field(default_factory=dict)   # JobRef fields
     cluster_id: str = ""
     state: ActionState = ActionState.ACTION_STATE_PENDING
@@ -105,8 +109,9 @@ def validate_plan_actions(actions: list[ActionRecord]) -> None:
 
 def next_steps(plan_actions: Iterable[ActionRecord]) -> tuple[list[ActionRecord], list[ActionRecord]]:
     """(actions ready to run now, actions to mark SKIPPED) for one plan."""
-    ordered = sorted(plan_actions, key=lambda a: a.order)
-    runnable: list[ActionRecord] = []
+    actions = list(plan_actions)
+    runnable: list[ActionRecord] = [a for a in actions if a.housekeeping and a.state is ActionState.ACTION_STATE_PENDING]
+    ordered = sorted((a for a in actions if not a.housekeeping), key=lambda a: a.order)
     skip: list[ActionRecord] = []
     healed = False
     for action in ordered:

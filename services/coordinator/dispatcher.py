@@ -32,10 +32,12 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from services.common.errors import InvalidArgument
 from services.common.tracing import annotate
 from services.common.vocabulary import ActionKind, Provider
 from services.coordinator.actions import ActionRecord, ActionState, next_steps
 from services.coordinator.executors.base import ActionRequest, ActionResult, ActionStatus, Executor
+from services.coordinator.executors.fresh_runner import plan_fresh_runner
 from services.coordinator.leadership import Leadership
 from services.coordinator.scheduling import Limits, fair_order, running_by_tenant
 from services.coordinator.store import CLAIMS, ActionStore, Snapshot, Versioned, action_key
@@ -52,7 +54,15 @@ MAX_DELIVERIES = 16
 
 ExecutorFor = Callable[[Provider, ActionKind], Executor]
 
-DEFAULT_SETTINGS: dict[str, int] = {"dispatch_concurrency": 4, "global_concurrency": 0, "tenant_concurrency": 0}
+DEFAULT_SETTINGS: dict[str, int] = {"dispatch_concurrency": 4, "global_concurrency": 0, "tenant_concurrency": 0,
+                                    "fresh_runner_restore_after_seconds": 600}
+
+
+def _needs_fresh_runner_steps(record: ActionRecord, executor: Executor) -> bool:
+    """A provider's RETRY_ON_FRESH_RUNNER runs as drain, re-run and a scheduled restore.
+    (The local executor simulates it whole; a record that is already a step runs as is.)"""
+    return (record.kind is ActionKind.RETRY_ON_FRESH_RUNNER and "step" not in record.parameters
+            and executor.provider is not Provider.PROVIDER_LOCAL)
 
 
 class Dispatcher:
@@ -241,6 +251,8 @@ class Dispatcher:
             record = versioned.record
             if record.action_id in self._in_flight or self._not_before.get(record.action_id, 0) > now:
                 continue
+            if record.not_before > now:
+                continue  # a scheduled step (a runner's restore) that is not due yet
             if record.provider in external:
                 continue  # an external executor claims these
             by_provider[record.provider].append(record)
@@ -333,7 +345,13 @@ class Dispatcher:
         started = time.monotonic()
         try:
             loop = asyncio.get_running_loop()
-            result: ActionResult = await loop.run_in_executor(self._pool(record.provider), executor.execute, request)
+            if _needs_fresh_runner_steps(record, executor):
+                result = await self._fresh_runner(claimed.record, request, executor)
+            else:
+                result = await loop.run_in_executor(self._pool(record.provider), executor.execute, request)
+        except InvalidArgument as error:  # the plan cannot be carried out as given: say why
+            await self._finish(claimed, ActionState.ACTION_STATE_FAILED, error.message)
+            return
         except Exception as error:  # transient: put it back for a later round
             attempts = claimed.record.attempts
             give_up = attempts >= MAX_ATTEMPTS
@@ -357,6 +375,25 @@ class Dispatcher:
         self._not_before.pop(record.action_id, None)
         await self._finish(claimed, state, result.detail, provider_reference=result.provider_reference,
                            runner_minutes=minutes)
+
+    async def _fresh_runner(self, record: ActionRecord, request: ActionRequest, executor: Executor) -> ActionResult:
+        """Retry on a fresh runner: queue the restore first (durable, so a crash of the
+        coordinator never leaves the runner out of rotation), then drain and re-run."""
+        drain, rerun, restore = plan_fresh_runner(
+            request, now=time.time(), restore_after_seconds=self.setting("fresh_runner_restore_after_seconds"))
+        restore_record = replace(
+            record, action_id=restore.action_id, idempotency_key=restore.idempotency_key,
+            parameters=dict(restore.parameters), state=ActionState.ACTION_STATE_PENDING, executor_id="",
+            attempts=0, detail="", housekeeping=True, not_before=restore.not_before or 0.0, always_run=False,
+            outcome_delivered=False, created_at=time.time(), updated_at=time.time(),
+        )
+        await self.store.add(restore_record, self.leadership.fence())
+        pool = self._pool(record.provider)
+        loop = asyncio.get_running_loop()
+        drained: ActionResult = await loop.run_in_executor(pool, executor.execute, drain)
+        if drained.status is ActionStatus.FAILED:
+            return drained
+        return await loop.run_in_executor(pool, executor.execute, rerun)
 
     async def _finish(self, versioned: Versioned, state: ActionState, detail: str, *,
                       provider_reference: str = "", runner_minutes: float = 0.0) -> None:

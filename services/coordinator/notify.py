@@ -60,8 +60,15 @@ class OutcomeNotifier:
         })
 
     def receivers(self, record: ActionRecord) -> list[str]:
-        """Who must get this outcome, in order (audit last: it records what was delivered)."""
-        names = ["planner", "detector"]
+        """Who must get this outcome, in order (audit last: it records what was delivered).
+
+        Only an action that ran teaches anything: a SKIPPED action and a housekeeping
+        step (a runner's restore) go to the audit log alone; an escalation is a human's
+        job, not a healing result for the planner to learn from.
+        """
+        if record.housekeeping or record.state is ActionState.ACTION_STATE_SKIPPED:
+            return ["audit"]
+        names = ["detector"] if record.kind is ActionKind.ESCALATE else ["planner", "detector"]
         if record.kind in RERUNS:
             names.append("predictor")
         return [*names, "audit"]

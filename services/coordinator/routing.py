@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from services.common.vocabulary import ActionKind, Provider
-from services.coordinator.executors.base import Executor
+from services.coordinator.executors.base import ActionRequest, ActionResult, Executor, failed
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,25 @@ def executor_selector(env: Mapping[str, str], data_dir: Path) -> Callable[[Provi
 
     def select(provider: Provider, kind: ActionKind) -> Executor:
         executor = configured.get(provider)
-        if executor is not None and executor.supports(kind):
+        if executor is None or kind is ActionKind.ESCALATE:
+            return local  # no provider API configured (the demo), or a notification for a human
+        if executor.supports(kind):
             return executor
-        return local
+        # Configured, but this provider cannot do it: fail the action (the plan moves on
+        # to its next step) rather than let a simulation report it as done.
+        return _Unsupported(executor)
 
     return select
+
+
+class _Unsupported:
+    def __init__(self, executor: Executor) -> None:
+        self.provider = executor.provider
+        self._name = getattr(executor, "name", executor.provider.name)
+
+    def supports(self, kind: ActionKind) -> bool:
+        return False
+
+    def execute(self, request: ActionRequest) -> ActionResult:
+        return failed(f"{self._name} cannot {request.kind.name}; it supports "
+                      "RETRY and RETRY_ON_FRESH_RUNNER (the plan's next step runs instead)")

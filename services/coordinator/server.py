@@ -53,7 +53,7 @@ MAX_CLAIM = 32
 #   global_concurrency   actions CLAIMED at once in all, by the leader and external executors (0 = no limit)
 #   tenant_concurrency   actions CLAIMED at once per tenant (0 = no limit)
 LIVE_DEFAULTS = {"lease_ttl_seconds": 5, "dispatch_concurrency": 4, "global_concurrency": 64,
-                 "tenant_concurrency": 8}
+                 "tenant_concurrency": 8, "fresh_runner_restore_after_seconds": 600}
 
 
 def record_message(record: ActionRecord) -> coordinator_pb2.ActionRecord:

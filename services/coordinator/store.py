@@ -168,6 +168,16 @@ class ActionStore:
         raise AlreadyExists("action", ids[0], "an action id of this plan already exists in the queue")
 
     @etcd_unavailable_as_status
+    async def add(self, record: ActionRecord, fence: Fence) -> bool:
+        """Queue one more action of an existing plan (e.g. a runner's restore step),
+        once: False when it is already queued or the fence is gone."""
+        key = action_key(record.action_id)
+        response = await self.etcd.kv.txn(
+            [KVService.txn_compare_create_revision(key, 0), fence.compare()],
+            [KVService.txn_op_put(key, record.to_json())], timeout=TXN_TIMEOUT_S)
+        return bool(response.succeeded)
+
+    @etcd_unavailable_as_status
     async def get(self, action_id: str) -> Versioned:
         response = await self.etcd.kv.get(action_key(action_id), timeout=TXN_TIMEOUT_S)
         if not response.kvs:

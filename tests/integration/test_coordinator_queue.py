@@ -390,3 +390,37 @@ async def _true(value: bool) -> bool:
 async def _done(store: ActionStore, action_id: str) -> bool:
     return (await store.get(action_id)).record.terminal
 
+
+
+@with_etcd
+async def test_retry_on_a_fresh_runner_drains_reruns_and_schedules_a_durable_restore(etcd: Any) -> None:
+    from services.coordinator.executors.github import GitHubActionsExecutor, GitHubClient, TokenAuth
+    from tests.fakes.providers import FakeGitHub
+
+    with FakeGitHub() as gh:
+        gh.add_run("acme/web", 42)
+        gh.add_runner("acme/web", 5, labels=["self-hosted", "linux", "gpu-pool"])
+        executor = GitHubActionsExecutor(GitHubClient.create(gh.base_url, TokenAuth(gh.token)))
+        replica = Replica(etcd, "c1", executor, fresh_runner_restore_after_seconds=2).start()  # type: ignore[arg-type]
+        as_principal()
+        try:
+            request = plan("fr", kinds=(ActionKind.RETRY_ON_FRESH_RUNNER,))
+            request.plan.actions[0].parameters.update(
+                {"repository": "acme/web", "run_id": "42", "runner_id": "5", "runner_label": "gpu-pool"})
+            await replica.servicer.SubmitPlan(request, None)
+            await wait_for(lambda: _done(replica.store, "fr-0"), 20, "the fresh-runner retry")
+
+            assert (await replica.store.get("fr-0")).record.state is S.ACTION_STATE_SUCCEEDED
+            assert "gpu-pool" not in gh.runner_labels(5)  # drained: out of rotation for now
+            assert gh.count("POST", "/repos/acme/web/actions/runs/42/rerun-failed-jobs") == 1
+            restores = [v.record for v in (await replica.store.all())[0] if v.record.housekeeping]
+            assert len(restores) == 1, "the restore is queued durably before the runner is drained"
+            restore = restores[0]
+            assert restore.parameters["step"] == "restore" and restore.not_before > time.time()
+            assert restore.state is S.ACTION_STATE_PENDING  # scheduled, not yet due
+
+            await wait_for(lambda: _done(replica.store, restore.action_id), 20, "the runner's restore")
+            assert "gpu-pool" in gh.runner_labels(5)  # back in rotation
+            assert gh.count("POST", "/repos/acme/web/actions/runs/42/rerun-failed-jobs") == 1
+        finally:
+            await replica.stop()
