@@ -45,6 +45,8 @@ class HealReport:
     failure_class: str = ""
     confidence: float = 0.0
     evidence: list[str] = field(default_factory=list)
+    decisive: str = ""
+    hint: str = ""
     redactions: int = 0
     plan: list[str] = field(default_factory=list)
     rationale: str = ""
@@ -129,7 +131,9 @@ def heal(client: MeshClient, example: dict) -> HealReport:
     report.failure_id = diagnosis.failure_id
     report.failure_class = common_pb2.FailureClass.Name(diagnosis.failure_class)
     report.confidence = round(diagnosis.confidence, 3)
-    report.evidence = [f"{line.line}: {line.text}" for line in diagnosis.evidence[:3]]
+    report.evidence = [f"{line.line}: {line.text}" for line in diagnosis.evidence]
+    report.decisive = diagnosis.template
+    report.hint = diagnosis.remediation_hint
     report.redactions = diagnosis.redactions
     if answer.HasField("plan"):
         report.plan = [common_pb2.ActionKind.Name(a.kind) for a in answer.plan.actions]
@@ -158,8 +162,12 @@ def print_report(report: HealReport) -> None:
         return
     print(f"   diagnosis : {report.failure_class} (confidence {report.confidence:.2f}), "
           f"{report.redactions} secret(s) redacted, failure {report.failure_id}")
-    for line in report.evidence:
-        print(f"   evidence  : {line[:110]}")
+    if report.evidence:
+        print(f"   step      : {report.evidence[0][:110]}")
+    if report.decisive:
+        print(f"   decisive  : {report.decisive[:110]}")
+    if report.hint:
+        print(f"   hint      : {report.hint[:110]}")
     print(f"   plan      : {' -> '.join(report.plan) or '(none)'}")
     if report.rationale:
         print(f"   because   : {report.rationale.splitlines()[0][:110]}")
