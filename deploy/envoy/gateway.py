@@ -317,6 +317,9 @@ def _rate_limit_filter(spec: GatewaySpec) -> dict[str, Any]:
         "@type": _TYPE + "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
         "stat_prefix": "tenant_rate_limit",
         "token_bucket": spec.open_rate_limit.render(),
+        # A tenant's request spends only its own bucket; without this Envoy also spends
+        # the default (open) bucket on it, capping all tenants together.
+        "always_consume_default_token_bucket": False,
         "filter_enabled": {"runtime_key": "tenant_rate_limit_enabled", **always},
         "filter_enforced": {"runtime_key": "tenant_rate_limit_enforced", **always},
         "rate_limited_as_resource_exhausted": True,

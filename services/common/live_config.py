@@ -116,6 +116,8 @@ def _coerce(text: str, default: Any) -> Any:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
+        if default is None:
+            return text  # a setting with no default in code (e.g. a file path): kept as given
         raise ValueError(f"not JSON: {text[:60]!r}") from error
     if default is None:
         return value

@@ -31,3 +31,8 @@ def test_structured_keys_without_default_are_kept_as_json():
     assert live.apply("policy_overrides", '{"OUT_OF_MEMORY": {"max_attempts": 1}}')
     assert live.get("policy_overrides") == {"OUT_OF_MEMORY": {"max_attempts": 1}}
     assert not live.apply("policy_overrides", "[1, 2]")  # a list is not the dict the default is
+
+
+def test_a_setting_without_default_keeps_plain_text():
+    live = LiveConfig("tenancy", {}, {"signing_key": "/run/keys/signing-key.pem"})
+    assert live.get("signing_key") == "/run/keys/signing-key.pem"
