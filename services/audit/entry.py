@@ -21,7 +21,18 @@ verifies after the subject's data key is destroyed. The digest is of the stored 
 (never of the plaintext), so an erased payload leaves no guessable hash behind.
 
 Limits: payload at most 64 KiB (65536 bytes) before encryption; tenant_id 1..128
-bytes; subject 1..256 bytes; time_us >= 0.
+bytes; subject 1..256 bytes; time_us >= 0; idempotency_key 0..256 bytes.
+
+Idempotency keys are deliberately NOT part of the canonical bytes. A key is a
+transport detail (it lets a caller retry an Append whose answer was lost, or
+re-deliver after a crash, without a second leaf), not a fact about the decision; the
+decision's own identity is already in subject and payload. Keeping it out leaves the
+v1 format, every published leaf hash and every outside verifier unchanged. The log
+keeps, per (tenant, key), the index it was first appended at and `request_digest`
+of what was asked (kind, subject, sensitivity and the plaintext payload), so a
+replay answers the existing index and leaf hash, and the same key with different
+content is refused (ALREADY_EXISTS). The digest is destroyed with the subject's
+data key on erasure, so an erased payload still leaves no guessable hash behind.
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ CANONICAL_MAGIC = b"hg-audit-entry/v1"
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_TENANT_BYTES = 128
 MAX_SUBJECT_BYTES = 256
+MAX_IDEMPOTENCY_KEY_BYTES = 256
 PLAIN = "plain"
 AES_256_GCM = "aes-256-gcm"
 PAYLOAD_ENCODINGS = (PLAIN, AES_256_GCM)
@@ -68,6 +80,21 @@ class NewEntry:
     subject: str
     payload: bytes
     sensitive: bool = False  # encrypt under the subject's data key, so it can be erased
+    idempotency_key: str = ""  # "" = none; see the module docstring
+
+    def request_digest(self) -> bytes:
+        """SHA-256 of what was asked (kind, subject, sensitivity, plaintext payload).
+
+        Two requests with the same idempotency key must agree on this; tenant_id is
+        the key's scope, so it is not part of the digest.
+        """
+        return hashlib.sha256(
+            b"hg-audit-request/v1"
+            + _field(self.kind.encode("utf-8"))
+            + _field(self.subject.encode("utf-8"))
+            + (b"\x01" if self.sensitive else b"\x00")
+            + _field(self.payload)
+        ).digest()
 
 
 @dataclass(frozen=True)
@@ -143,6 +170,12 @@ def validate_new_entry(new: NewEntry, position: int | None = None) -> EntryKind:
         raise InvalidArgument(
             prefix + "payload",
             f"payload is {len(new.payload)} bytes; at most {MAX_PAYLOAD_BYTES} (64 KiB) are allowed",
+        )
+    key_size = len(new.idempotency_key.encode("utf-8"))
+    if key_size > MAX_IDEMPOTENCY_KEY_BYTES:
+        raise InvalidArgument(
+            prefix + "idempotency_key",
+            f"idempotency_key is {key_size} bytes; at most {MAX_IDEMPOTENCY_KEY_BYTES} are allowed",
         )
     return kind
 

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from services.audit import compliance, export, shredding
@@ -27,7 +27,7 @@ from services.audit.entry import (
     parse_kind,
     validate_new_entry,
 )
-from services.audit.store import AuditStore, EntryQuery, StoredTreeHead
+from services.audit.store import AuditStore, EntryQuery, KeyClaim, StoredTreeHead
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class AppendResult:
     indexes: list[int]
     leaf_hashes: list[bytes]
     tree_size: int
+    duplicates: list[bool] = field(default_factory=list)  # per entry: its idempotency key was already used
 
 
 @dataclass(frozen=True)
@@ -104,10 +105,27 @@ class AuditLog:
         for i, kind in enumerate(kinds):
             if kind is EntryKind.ERASURE:
                 raise InvalidArgument(f"entries[{i}].kind", "ERASURE entries are written by Erase, not Append")
+        claims = [
+            KeyClaim(new.tenant_id, new.idempotency_key, new.request_digest()) if new.idempotency_key else None
+            for new in new_entries
+        ]
+        # Entries already in the log under their key are not prepared (no sealing, no new
+        # data key); the store decides for good, under its append lock.
+        known = self.store.claimed([claim for claim in claims if claim is not None])
         at = self.clock()
-        entries = [self._prepare(new, kind, at) for new, kind in zip(new_entries, kinds, strict=True)]
-        indexes = self.store.append_batch(entries)
-        return AppendResult(indexes, [e.leaf_hash() for e in entries], self.store.size)
+        items = [
+            (
+                None if claim is not None and (claim.tenant_id, claim.idempotency_key) in known
+                else self._prepare(new, kind, at),
+                claim,
+            )
+            for new, kind, claim in zip(new_entries, kinds, claims, strict=True)
+        ]
+        appended = self.store.append_claimed(items)
+        return AppendResult(
+            [a.index for a in appended], [a.leaf_hash for a in appended], self.store.size,
+            [a.duplicate for a in appended],
+        )
 
     def _prepare(self, new: NewEntry, kind: EntryKind, at: int) -> Entry:
         if not new.sensitive:

@@ -45,11 +45,13 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
 
     async def Append(self, request, context):  # type: ignore[no-untyped-def]
         entries = [NewEntry(kind=e.kind, tenant_id=e.tenant_id, subject=e.subject, payload=e.payload,
-                            sensitive=e.sensitive) for e in request.entries]
+                            sensitive=e.sensitive, idempotency_key=e.idempotency_key)
+                   for e in request.entries]
         result = await asyncio.to_thread(self.log.append, entries)
-        annotate(audit_entries=len(entries), tree_size=result.tree_size)
+        annotate(audit_entries=len(entries), tree_size=result.tree_size,
+                 audit_duplicates=sum(result.duplicates))
         return audit_pb2.AppendResponse(indexes=result.indexes, leaf_hashes=result.leaf_hashes,
-                                        tree_size=result.tree_size)
+                                        tree_size=result.tree_size, duplicates=result.duplicates)
 
     async def GetEntry(self, request, context):  # type: ignore[no-untyped-def]
         view = await asyncio.to_thread(self.log.get_entry, request.index)

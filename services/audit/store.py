@@ -7,6 +7,10 @@ Tables:
                (`NodeId.storage_key`); written once, by the append that completes it.
   tree_heads   signed tree heads (C2SP checkpoint notes) by tree size.
   data_keys    per-(tenant, subject) AES-256-GCM keys; `key` becomes NULL on erasure.
+  idempotency_keys
+               (tenant, idempotency key) -> the index first appended under it and the
+               digest of what was asked (NULL once the entry's data key is erased);
+               unique per tenant, written in the same transaction as the entry.
 
 An append writes the entries and every subtree they complete in one transaction
 (WAL, synchronous=FULL): after a crash the log is either before or after the whole
@@ -27,7 +31,7 @@ from services.audit import compact
 from services.audit.compact import CompactRange, NodeId
 from services.audit.entry import Entry, EntryKind, LogEntry, validate_entry
 from services.audit.merkle import leaf_hash
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.common.sqlite import Database
 
 logger = logging.getLogger(__name__)
@@ -70,7 +74,17 @@ MIGRATIONS = [
         erasure_index INTEGER
     );
     CREATE INDEX data_keys_by_subject ON data_keys(tenant_id, subject);
+    """,
     """
+    CREATE TABLE idempotency_keys (
+        tenant_id TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        request_digest BLOB,
+        PRIMARY KEY (tenant_id, idempotency_key)
+    ) WITHOUT ROWID;
+    CREATE INDEX idempotency_keys_by_idx ON idempotency_keys(idx);
+    """,
 ]
 
 MAX_PAGE = 10_000
@@ -97,6 +111,24 @@ class EntryQuery:
     until_us: int | None = None
     start_index: int = 0
     limit: int = 1000
+
+
+@dataclass(frozen=True)
+class KeyClaim:
+    """An append's idempotency key, in its tenant's scope, and the digest of what was asked."""
+
+    tenant_id: str
+    idempotency_key: str
+    request_digest: bytes
+
+
+@dataclass(frozen=True)
+class Appended:
+    """Where one requested entry is in the log; `duplicate` when its key was already used."""
+
+    index: int
+    leaf_hash: bytes
+    duplicate: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,11 +197,37 @@ class AuditStore:
 
     def append_batch(self, entries: Sequence[Entry]) -> list[int]:
         """Append entries durably and atomically; returns their indexes."""
-        if not entries:
+        return [item.index for item in self.append_claimed([(entry, None) for entry in entries])]
+
+    def claimed(self, claims: Sequence[KeyClaim]) -> set[tuple[str, str]]:
+        """Which of these (tenant, key) pairs were already appended (a hint: keys are never removed)."""
+        found: set[tuple[str, str]] = set()
+        if not claims:
+            return found
+        with self.db.read() as conn:
+            for claim in claims:
+                row = conn.execute(
+                    "SELECT 1 FROM idempotency_keys WHERE tenant_id = ? AND idempotency_key = ?",
+                    (claim.tenant_id, claim.idempotency_key),
+                ).fetchone()
+                if row is not None:
+                    found.add((claim.tenant_id, claim.idempotency_key))
+        return found
+
+    def append_claimed(self, items: Sequence[tuple[Entry | None, KeyClaim | None]]) -> list[Appended]:
+        """Append entries durably and atomically, at most once per (tenant, idempotency key).
+
+        Each item is an entry and its key claim (or None). An entry whose key its tenant
+        already used (earlier, or earlier in this batch) is not appended: its answer is the
+        existing index and leaf hash, marked duplicate. Its entry may be None when the
+        caller already knew (`claimed`). The same key with a different request digest
+        raises AlreadyExists naming `entries[i].idempotency_key`, and nothing is appended.
+        """
+        if not items:
             raise InvalidArgument("entries", "at least one entry is required")
-        for entry in entries:
-            validate_entry(entry)
-        rows = [(entry, entry.canonical()) for entry in entries]
+        for entry, _ in items:
+            if entry is not None:
+                validate_entry(entry)
         with self._append_lock, self.db.transaction() as conn:
             border = self._border
             if self._stored_size(conn) != border.size:
@@ -177,13 +235,39 @@ class AuditStore:
                 border = self._load_border(conn)
             border = border.copy()
             first = border.size
+            answers: list[Appended] = []
             entry_rows = []
             node_rows = []
-            for offset, (entry, canonical) in enumerate(rows):
+            key_rows = []
+            in_batch: dict[tuple[str, str], tuple[Appended, bytes | None]] = {}
+            for position, (entry, claim) in enumerate(items):
+                if claim is not None:
+                    scope = (claim.tenant_id, claim.idempotency_key)
+                    known = in_batch.get(scope) or _claimed_entry(conn, claim)
+                    if known is not None:
+                        existing, digest = known
+                        if digest is not None and digest != claim.request_digest:
+                            raise AlreadyExists(
+                                "idempotency key",
+                                claim.idempotency_key,
+                                f"entries[{position}].idempotency_key: {claim.idempotency_key!r} was "
+                                f"already used by tenant {claim.tenant_id!r} for a different entry "
+                                f"(index {existing.index}); a retry must repeat the same kind, subject, "
+                                "payload and sensitivity, "
+                                "a new entry needs a new key",
+                            )
+                        answers.append(Appended(existing.index, existing.leaf_hash, duplicate=True))
+                        continue
+                if entry is None:
+                    raise InvalidArgument(
+                        f"entries[{position}]", "no entry to append and no earlier one under its key"
+                    )
+                index = first + len(entry_rows)
+                canonical = entry.canonical()
                 leaf = leaf_hash(canonical)
                 entry_rows.append(
                     (
-                        first + offset,
+                        index,
                         entry.kind.value,
                         entry.tenant_id,
                         entry.subject,
@@ -195,11 +279,18 @@ class AuditStore:
                     )
                 )
                 node_rows.extend((node.storage_key, value) for node, value in border.append(leaf))
-            conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", entry_rows)
-            conn.executemany("INSERT INTO tree_nodes VALUES (?, ?)", node_rows)
+                answer = Appended(index, leaf)
+                answers.append(answer)
+                if claim is not None:
+                    key_rows.append((claim.tenant_id, claim.idempotency_key, index, claim.request_digest))
+                    in_batch[(claim.tenant_id, claim.idempotency_key)] = (answer, claim.request_digest)
+            if entry_rows:
+                conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", entry_rows)
+                conn.executemany("INSERT INTO tree_nodes VALUES (?, ?)", node_rows)
+                conn.executemany("INSERT INTO idempotency_keys VALUES (?, ?, ?, ?)", key_rows)
         # Only a committed batch moves the in-memory border.
         self._border = border
-        return list(range(first, first + len(rows)))
+        return answers
 
     def _check_size(self, field: str, size: int) -> None:
         if size < 0:
@@ -370,6 +461,12 @@ class AuditStore:
                     f"WHERE key_id IN ({','.join('?' * len(key_ids))})",
                     (destroyed_us, index, *key_ids),
                 )
+                # The request digests hash the plaintext: they go with the key.
+                conn.execute(
+                    f"UPDATE idempotency_keys SET request_digest = NULL WHERE idx IN "
+                    f"(SELECT idx FROM entries WHERE data_key_id IN ({','.join('?' * len(key_ids))}))",
+                    tuple(key_ids),
+                )
                 e = erasure_entry
                 conn.execute(
                     "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -396,6 +493,17 @@ class AuditStore:
         if tree.root() != self.root_hash():
             problems.append("the root from the entries differs from the root from stored subtree hashes")
         return problems
+
+
+def _claimed_entry(conn: sqlite3.Connection, claim: KeyClaim) -> tuple[Appended, bytes | None] | None:
+    row = conn.execute(
+        "SELECT k.idx, k.request_digest, e.leaf_hash FROM idempotency_keys k JOIN entries e ON e.idx = k.idx "
+        "WHERE k.tenant_id = ? AND k.idempotency_key = ?",
+        (claim.tenant_id, claim.idempotency_key),
+    ).fetchone()
+    if row is None:
+        return None
+    return Appended(int(row[0]), bytes(row[2]), duplicate=True), None if row[1] is None else bytes(row[1])
 
 
 def _fetch_nodes(conn: sqlite3.Connection, ids: Sequence[NodeId]) -> dict[NodeId, bytes]:

@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from services.common.clients import PeerClients
 from services.common.config import ServiceConfig, from_environment
@@ -29,6 +29,17 @@ log = logging.getLogger(__name__)
 ETCD_CONNECT_TIMEOUT_S = 10.0
 
 
+class Worker(Protocol):
+    """Background work that lives as long as the service (e.g. the audit outbox flusher)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+W = TypeVar("W", bound=Worker)
+
+
 @dataclass
 class Runtime:
     """What a service gets from the platform: peers, live config, etcd."""
@@ -38,8 +49,19 @@ class Runtime:
     live: LiveConfig
     etcd: Any | None = None  # etcd3aio.Etcd3Client when HG_ETCD_ENDPOINT is set
     security: SecurityPlumbing | None = None  # revocation list, lockouts, refusal reports
+    workers: list[Worker] = field(default_factory=list)
+
+    def keep(self, worker: W) -> W:
+        """Run `worker` with the service: started once built, stopped (before peers close) at stop."""
+        self.workers.append(worker)
+        return worker
 
     async def close(self) -> None:
+        for worker in reversed(self.workers):
+            try:
+                await worker.stop()
+            except Exception:
+                log.exception("stopping %r failed", worker)
         if self.security is not None:
             await self.security.stop(self.etcd)
         await self.live.stop()
@@ -89,6 +111,8 @@ async def serve(config: ServiceConfig, build: Builder, live_defaults: Mapping[st
     provider = setup_tracing(config.service)
     runtime = await open_runtime(config, live_defaults)
     assembly = await build(config, runtime)
+    for worker in runtime.workers:
+        await worker.start()
     security = runtime.security
     server = Server(config, assembly.definition, make_verifier(config, security),
                     on_auth_failure=security.on_auth_failure if security is not None else None)

@@ -57,7 +57,7 @@ class OutcomeNotifier:
             "action_id": record.action_id, "plan_id": record.plan_id, "kind": record.kind.name,
             "parameters": record.parameters, "idempotency_key": record.idempotency_key,
             "dispatched_by": record.dispatched_by, "attempt": record.attempts,
-        })
+        }, event_id=f"{record.action_id}/{record.attempts}")
 
     def receivers(self, record: ActionRecord) -> list[str]:
         """Who must get this outcome, in order (audit last: it records what was delivered).
@@ -90,7 +90,7 @@ class OutcomeNotifier:
                         "action_id": record.action_id, "plan_id": record.plan_id, "kind": record.kind.name,
                         "state": record.state.name, "detail": record.detail,
                         "provider_reference": record.provider_reference, "runner_minutes": record.runner_minutes,
-                    })
+                    }, event_id=record.action_id)  # once per action, however often delivered
                     if receipt is not None:
                         reached.add(name)
                     continue

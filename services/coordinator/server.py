@@ -274,7 +274,8 @@ async def build(config: ServiceConfig, runtime: Runtime) -> Assembly:
     store = ActionStore(runtime.etcd)
     leadership = Leadership(runtime.etcd, config.replica_id or f"coordinator-{os.getpid()}", config.address,
                             ttl_seconds=int(runtime.live.get("lease_ttl_seconds")))
-    notifier = OutcomeNotifier(runtime.peers, AuditTrail(runtime.peers))
+    audit = runtime.keep(AuditTrail(runtime.peers, config.data_dir / "audit-outbox.sqlite3"))
+    notifier = OutcomeNotifier(runtime.peers, audit)
     dispatcher = Dispatcher(store, leadership, executor_selector(os.environ, config.data_dir), notifier,
                             settings=runtime.live.get)
     servicer = CoordinatorServicer(store, leadership, dispatcher)

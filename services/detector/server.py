@@ -278,12 +278,14 @@ class DetectorServicer(detector_pb2_grpc.DetectorServicer):
                         "attempt": meta.attempt,
                     },
                 },
+                event_id=meta.failure_id,
+                versioned=True,  # a failure reported again and re-diagnosed differently is a new entry
                 sensitive=True,
             )
             if receipt is not None:
                 response.audit.CopyFrom(receipt)
             else:
-                response.warnings.append("audit log unavailable: the diagnosis was not recorded there")
+                response.warnings.append("audit log unavailable: the diagnosis is queued, recorded later")
         if self.downstream is None:
             return response
         try:
@@ -498,7 +500,8 @@ async def build(config: ServiceConfig, runtime: Runtime) -> Assembly:
     runtime.live.subscribe(
         lambda key, value: core.set_threshold(float(value)) if key == "confidence_threshold" else None
     )
-    servicer = DetectorServicer(core, Downstream(runtime.peers), AuditTrail(runtime.peers))
+    audit = runtime.keep(AuditTrail(runtime.peers, config.data_dir / "audit-outbox.sqlite3"))
+    servicer = DetectorServicer(core, Downstream(runtime.peers), audit)
 
     async def started(server: object) -> None:
         core.start_loading_model()  # after the server is up, so health answers while the model trains

@@ -87,9 +87,10 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
         self.issuer, self.audience = issuer, audience
         self.clock = clock
 
-    async def _record(self, kind: str, tenant: str, subject: str, payload: dict[str, Any]) -> None:
+    async def _record(self, kind: str, tenant: str, subject: str, payload: dict[str, Any], *,
+                      event_id: str | None = None, versioned: bool = False) -> None:
         if self.audit is not None:
-            await self.audit.record(kind, tenant, subject, payload)
+            await self.audit.record(kind, tenant, subject, payload, event_id=event_id, versioned=versioned)
 
     def _tenant_message(self, tenant: tenants.Tenant) -> tenancy_pb2.Tenant:
         config = dict(tenant.config)
@@ -264,6 +265,7 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
                 "kid": self.keyring.current.kid,
                 "by": principal.subject,
             },
+            event_id=issued.token_id,
         )
         return tenancy_pb2.IssueTokenResponse(
             token=issued.token, token_id=issued.token_id, expires_at=timestamp(issued.expires_at)
@@ -293,6 +295,8 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
             tenant_id or principal.tenant,
             f"token/{request.token_id}",
             {"reason": request.reason, "by": principal.subject},
+            event_id=request.token_id,
+            versioned=True,  # revoking again with another reason is recorded too
         )
         return tenancy_pb2.RevokeTokenResponse()
 
@@ -443,6 +447,7 @@ async def rotate_when_due(
                     auth.PLATFORM_TENANT,
                     f"signing-key/{fresh.kid}",
                     {"kid": fresh.kid, "retiring": [k.kid for k in changed if k.retire_at]},
+                    event_id=fresh.kid,
                 )
         except Exception:
             log.exception("signing key rotation failed; the current key stays")
@@ -459,7 +464,7 @@ async def build(config: ServiceConfig, runtime: Runtime) -> Assembly:
     keyring = load_keyring(store, envelope, config, time.time())
     revocations = runtime.security.revocations if runtime.security is not None else None
     publisher = Publisher(runtime.etcd, revocations)
-    audit = AuditTrail(runtime.peers)
+    audit = runtime.keep(AuditTrail(runtime.peers, config.data_dir / "audit-outbox.sqlite3"))
     servicer = TenancyServicer(store, keyring, audit, envelope, publisher, config.issuer, config.audience)
     detector = ThreatDetector(_policy(runtime.live.get("threat_policy")))
     responder = ThreatResponder(detector, store, publisher, servicer._record)
