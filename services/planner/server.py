@@ -101,7 +101,7 @@ class PlannerServicer(planner_pb2_grpc.PlannerServicer):
                 "plan_id": plan.plan_id, "failure_class": failure_class.name,
                 "actions": [a.kind.name for a in plan.actions], "expected_success": plan.expected_success,
                 "policy_rule": plan.policy_rule, "risk": risk, "rationale": plan.rationale,
-            })
+            }, event_id=plan.plan_id)
         return plan_message(plan, diagnosis, risk, risk_summary)
 
     async def _forecast(self, tenant: str, job: common_pb2.JobRef) -> tuple[float | None, str]:
@@ -203,7 +203,7 @@ class PlannerServicer(planner_pb2_grpc.PlannerServicer):
             await self.audit.record("ADMIN_CHANGE", tenant, f"policy/{tenant}", {
                 "change": "set_policy", "policies": [policy_to_dict(p) for p in parsed],
                 "by": auth.current_principal().subject,
-            })
+            })  # no event_id: a fresh (random) key per change
         policies = self.store.effective_policies(tenant, self.live.get("policy_overrides") or {})
         return _policy_message(tenant, policies, "tenant")
 
@@ -224,7 +224,8 @@ def _policy_message(tenant: str, policies: dict[FailureClass, Policy], source: s
 
 async def build(config: ServiceConfig, runtime: Runtime) -> Assembly:
     store = PlannerStore(config.database_path)
-    servicer = PlannerServicer(store, runtime.peers, AuditTrail(runtime.peers), runtime.live)
+    audit = runtime.keep(AuditTrail(runtime.peers, config.data_dir / "audit-outbox.sqlite3"))
+    servicer = PlannerServicer(store, runtime.peers, audit, runtime.live)
 
     async def stop() -> None:
         store.close()
