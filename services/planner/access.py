@@ -12,4 +12,5 @@ ACCESS = {
     "ExplainPlan": roles(VIEWER, OPERATOR, ADMIN, SERVICE),
     "GetPolicy": roles(VIEWER, OPERATOR, ADMIN, SERVICE),
     "SetPolicy": roles(ADMIN),
+    "PlanRecommendation": roles(OPERATOR, ADMIN, SERVICE),
 }

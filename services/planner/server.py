@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 
 from healing_guard.common.v1 import common_pb2
+from healing_guard.coordinator.v1 import coordinator_pb2, coordinator_pb2_grpc
 from healing_guard.planner.v1 import planner_pb2, planner_pb2_grpc
 from healing_guard.predictor.v1 import predictor_pb2, predictor_pb2_grpc
 from services.common import auth
@@ -19,13 +20,13 @@ from services.common.audit_trail import AuditTrail
 from services.common.clients import PeerClients
 from services.common.config import ServiceConfig
 from services.common.convert import enum_field, seconds, timestamp
-from services.common.errors import InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.common.live_config import LiveConfig
 from services.common.runtime import Assembly, Runtime
 from services.common.server import ServiceDefinition
 from services.common.tracing import annotate
 from services.common.vocabulary import ActionKind, FailureClass
-from services.planner import batch, batch_model
+from services.planner import batch, batch_model, recommendations
 from services.planner.access import ACCESS
 from services.planner.planning import Plan, PlanRequest, learned_estimate, plan_healing
 from services.planner.policy import Policy, policy_from_dict, policy_to_dict
@@ -34,6 +35,7 @@ from services.planner.store import PlannerStore
 log = logging.getLogger(__name__)
 
 FORECAST_TIMEOUT_S = 2.0
+SUBMIT_TIMEOUT_S = 10.0
 LIVE_DEFAULTS: dict[str, Any] = {"policy_overrides": {}, "batch_time_budget_seconds": 1.0}
 
 
@@ -207,6 +209,46 @@ class PlannerServicer(planner_pb2_grpc.PlannerServicer):
         policies = self.store.effective_policies(tenant, self.live.get("policy_overrides") or {})
         return _policy_message(tenant, policies, "tenant")
 
+    async def PlanRecommendation(self, request, context):  # type: ignore[no-untyped-def]
+        tenant = auth.tenant_for(request.tenant_id)
+        if not request.HasField("recommendation"):
+            raise InvalidArgument("recommendation", "is required (as Predictor.Recommend returned it)")
+        accepted = _recommendation(request.recommendation)
+        job = _recommendation_job(request.job, accepted, request.submit)
+        recommendations.validate_recommendation(accepted)
+        policy = self._policy(tenant, recommendations.class_prevented(accepted))
+        built = recommendations.plan_recommendation(tenant, accepted, policy, self.store,
+                                                    submit=request.submit)
+        plan = self.store.save_plan(built)
+        duplicate = plan.created_at != built.created_at
+        annotate(tenant=tenant, plan_id=plan.plan_id, action=accepted.kind.name, duplicate=duplicate)
+        if self.audit is not None and not duplicate:
+            await self.audit.record("PLAN", tenant, plan.failure_id, {
+                "plan_id": plan.plan_id, "recommendation_id": accepted.recommendation_id,
+                "failure_class": plan.failure_class.name, "actions": [a.kind.name for a in plan.actions],
+                "policy_rule": plan.policy_rule, "rationale": plan.rationale,
+            }, event_id=plan.plan_id)
+        message = plan_message(plan)
+        message.job.CopyFrom(job)
+        response = planner_pb2.PlanRecommendationResponse(plan=message, duplicate=duplicate)
+        if request.submit:
+            if self.peers is None:
+                raise Unavailable("no coordinator is configured to submit the plan to")
+            stub = self.peers.stub("coordinator", coordinator_pb2_grpc.CoordinatorStub)
+            try:
+                submitted = await stub.SubmitPlan(coordinator_pb2.SubmitPlanRequest(tenant_id=tenant, plan=message),
+                                                  timeout=SUBMIT_TIMEOUT_S)
+            except grpc.aio.AioRpcError as error:
+                if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise Unavailable(f"plan {plan.plan_id} is stored but the coordinator did not take it "
+                                      f"({error.code().name}); submit again") from None
+                raise FailedPrecondition(f"plan {plan.plan_id} is stored but the coordinator refused it: "
+                                         f"{error.code().name}: {error.details()}",
+                                         reason="COORDINATOR_REFUSED") from None
+            response.submitted = True
+            response.action_ids.extend(submitted.action_ids)
+        return response
+
 
 def _policy_message(tenant: str, policies: dict[FailureClass, Policy], source: str) -> planner_pb2.Policy:
     message = planner_pb2.Policy(tenant_id=tenant, source=source)
@@ -220,6 +262,32 @@ def _policy_message(tenant: str, policies: dict[FailureClass, Policy], source: s
         ))
     message.exploration = exploration
     return message
+
+
+def _recommendation(message: predictor_pb2.Recommendation) -> recommendations.Recommendation:
+    return recommendations.Recommendation(
+        recommendation_id=message.recommendation_id,
+        kind=enum_field(ActionKind, message.kind, "recommendation.kind"),
+        repository=message.repository, pipeline=message.pipeline, job=message.job,
+        parameters=dict(message.parameters), title=message.title, evidence=tuple(message.evidence),
+        expected_benefit=message.expected_benefit,
+    )
+
+
+def _recommendation_job(job: common_pb2.JobRef, accepted: recommendations.Recommendation,
+                        submit: bool) -> common_pb2.JobRef:
+    """Where the plan's action runs: the caller's job, filled in from the recommendation's scope."""
+    out = common_pb2.JobRef()
+    out.CopyFrom(job)
+    for name in ("repository", "pipeline", "job"):
+        given, wanted = getattr(job, name), getattr(accepted, name)
+        if given and wanted and given != wanted:
+            raise InvalidArgument(f"job.{name}", f"{given!r} is not the recommendation's {wanted!r}")
+        setattr(out, name, given or wanted)
+    if submit and job.provider == common_pb2.PROVIDER_UNSPECIFIED:
+        raise InvalidArgument("job.provider", "is required to submit: the coordinator must know which CI "
+                                              "provider carries the action out")
+    return out
 
 
 async def build(config: ServiceConfig, runtime: Runtime) -> Assembly:

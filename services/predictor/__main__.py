@@ -1,4 +1,4 @@
 from services.common.runtime import run
-from services.predictor.server import build
+from services.predictor.server import LIVE_DEFAULTS, build
 
-run("predictor", build)
+run("predictor", build, LIVE_DEFAULTS)

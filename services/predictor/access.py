@@ -11,4 +11,5 @@ ACCESS = {
     "DetectAnomalies": roles(VIEWER, OPERATOR, ADMIN, SERVICE),
     "Recommend": roles(VIEWER, OPERATOR, ADMIN, SERVICE),
     "Retrain": roles(ADMIN),
+    "ImportRuns": roles(OPERATOR, SERVICE),
 }

@@ -25,6 +25,7 @@ from services.predictor.forecast import (
     validate_horizon,
 )
 from services.predictor.history import RunRecord, Scope
+from services.predictor.schedule import tenants_due
 from services.predictor.store import SECONDS_PER_DAY, RecordOutcome, RunStore
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,17 @@ class Predictor:
         self.lookback_days = lookback_days
         self._models: dict[str, RiskModel | None] = {}
         self._lock = threading.Lock()
+        # When each tenant's retrain was last attempted (by the schedule or on demand);
+        # seeded from the newest stored model so a restart does not retrain everyone.
+        self._last_retrain: dict[str, float] | None = None
 
     def record_run(self, run: RunRecord) -> RecordOutcome:
         return self.store.record_run(run)
+
+    def import_runs(self, runs: list[RunRecord]) -> int:
+        """History backfill: all validated first, nothing stored if one is refused;
+        returns how many were new (the rest were already recorded exactly so)."""
+        return self.store.record_runs(runs)
 
     def active_model(self, tenant: str) -> RiskModel | None:
         with self._lock:
@@ -105,7 +114,33 @@ class Predictor:
                 with self._lock:
                     self._models[tenant] = report.candidate
         log.info("tenant %s retrain: %s", tenant, report.reason)
+        self._retrain_attempts()[tenant] = now
         return report
+
+    def _retrain_attempts(self) -> dict[str, float]:
+        with self._lock:
+            if self._last_retrain is None:
+                self._last_retrain = {}
+                for tenant in self.store.tenants():
+                    versions = self.store.model_versions(tenant)
+                    if versions:
+                        self._last_retrain[tenant] = max(v.created_at for v in versions)
+            return self._last_retrain
+
+    def retrain_due(self, interval_s: float, now: float | None = None) -> dict[str, RetrainReport]:
+        """Retrain every tenant whose last attempt is at least `interval_s` old (0 = none):
+        what the scheduled task calls. One tenant's failure is logged and does not stop
+        the others; it is tried again after a full interval."""
+        now = self.clock() if now is None else now
+        attempts = self._retrain_attempts()
+        reports: dict[str, RetrainReport] = {}
+        for tenant in tenants_due(self.store.tenants(), dict(attempts), now, interval_s):
+            try:
+                reports[tenant] = self.retrain(tenant, now)
+            except Exception:  # the schedule must go on for the other tenants
+                log.exception("scheduled retrain of tenant %s failed", tenant)
+                attempts[tenant] = now
+        return reports
 
     def retrain_all(self, now: float | None = None) -> dict[str, RetrainReport]:
         """Retrain every tenant with history (for a periodic job, e.g. nightly)."""

@@ -110,7 +110,7 @@ class RunStore:
                 differing = [
                     name for name, value in run_to_dict(run).items() if run_to_dict(stored)[name] != value
                 ]
-                raise AlreadyExists(
+                error = AlreadyExists(
                     "run",
                     f"{key.repository}/{key.pipeline}:{key.job} run {key.run_id} attempt {key.attempt}",
                     message=(
@@ -119,6 +119,8 @@ class RunStore:
                         f"{', '.join(differing)}; the stored report is kept"
                     ),
                 )
+                error.differing = tuple(differing)  # type: ignore[attr-defined]  # for callers that rename
+                raise error
             conn.execute(
                 "INSERT INTO runs (tenant, repository, pipeline, job, run_id, attempt, started_at, content)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
