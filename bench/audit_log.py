@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from services.audit import compact, merkle
-from services.audit.compact import NodeId
 from services.audit.entry import PLAIN, Entry, EntryKind
 from services.audit.store import AuditStore, _fetch_nodes
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -172,7 +172,7 @@ def write(name: str, lines: list[str]) -> None:
 
 
 def start(day: int, hour: int) -> datetime:
-    return datetime(2025, 3, day, hour, 7, 11, tzinfo=timezone.utc)
+    return datetime(2025, 3, day, hour, 7, 11, tzinfo=UTC)
 
 
 # --- the samples -----------------------------------------------------------------
@@ -332,10 +332,10 @@ def lint_ruff() -> list[str]:
             "14 | from decimal import ROUND_HALF_EVEN", "   | ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^ F401",
             "   |", "   = help: Remove unused import: `decimal.ROUND_HALF_EVEN`", "",
             f"{BOLD}app/billing/invoices.py{RESET}{CYAN}:{RESET}77{CYAN}:{RESET}9{CYAN}:{RESET} {RED}{BOLD}E711{RESET} Comparison to `None` should be `cond is None`",
-            "   |", "77 |     if customer.vat_id == None:", "   |                        ^^^^ E711", "", 
+            "   |", "77 |     if customer.vat_id == None:", "   |                        ^^^^ E711", "",
             f"{BOLD}app/search/ranker.py{RESET}{CYAN}:{RESET}203{CYAN}:{RESET}5{CYAN}:{RESET} {RED}{BOLD}B006{RESET} Do not use mutable data structures for argument defaults",
             "    |", "203 |     boosts: dict[str, float] = {},", "    |                                ^^ B006", "",
-            f"Found 3 errors.", f"[{CYAN}*{RESET}] 1 fixable with the `--fix` option.")
+            "Found 3 errors.", f"[{CYAN}*{RESET}] 1 fixable with the `--fix` option.")
     log.cleanup(1)
     return log.lines
 
@@ -459,7 +459,7 @@ def oom_node_heap() -> list[str]:
     log = GithubLog(start(12, 17), 9)
     log.setup("acme/web")
     log.group("Run npm run build", ["npm run build", "shell: /usr/bin/bash -e {0}",
-                                    "env:", f"  NODE_OPTIONS: --max-old-space-size=2048"])
+                                    "env:", "  NODE_OPTIONS: --max-old-space-size=2048"])
     log.add("", "> web@4.12.0 build", "> webpack --mode production --config webpack.prod.js", "")
     for pct in range(10, 70, 4):
         log.add(f"<s> [webpack.Progress] {pct}% building {pct * 37}/{pct * 41} entries {pct * 213}/{pct * 240} dependencies {pct * 9}/{pct * 10} modules")
@@ -550,7 +550,6 @@ def infra_runner_shutdown() -> list[str]:
 
 
 def infra_gitlab_system_failure() -> list[str]:
-    commit = "a4c9e1f7b3d2065c8e1a9f4b7d3c0e2a6f8b5d19"
     log = GitlabLog(start(18, 2), 13)
     log.add(f"{ESC}[0KRunning with gitlab-runner 17.5.1 (affd9e7d){ESC}[0;m",
             f"{ESC}[0K  on k8s-runner-prod-2 Vn3K8qLw, system ID: r_8e2f0a1c5d7b{ESC}[0;m")
@@ -564,7 +563,7 @@ def infra_gitlab_system_failure() -> list[str]:
         "Waiting for pod gitlab-runners/runner-vn3k8qlw-project-4411-concurrent-3-9xk2d to be running, status is Pending",
         "\tContainersNotReady: \"containers with unready status: [build helper]\"",
         "Waiting for pod gitlab-runners/runner-vn3k8qlw-project-4411-concurrent-3-9xk2d to be running, status is Pending"], 182)
-    log.add(*[f"Waiting for pod gitlab-runners/runner-vn3k8qlw-project-4411-concurrent-3-9xk2d to be running, status is Pending" for _ in range(30)])
+    log.add(*["Waiting for pod gitlab-runners/runner-vn3k8qlw-project-4411-concurrent-3-9xk2d to be running, status is Pending" for _ in range(30)])
     log.add(f"{RED}ERROR: Job failed (system failure): prepare environment: waiting for pod running: timed out waiting for pod conditions. Check https://docs.gitlab.com/runner/shells/index.html#shell-profile-loading for more information{RESET}")
     return log.lines
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from bench.corpus.families import FAMILIES, Family, StepOutput
 from bench.corpus.noise import ESC, background_line, colour, setup_noise, sha
@@ -36,7 +36,7 @@ class LogSample:
 
 
 def _github(rng: random.Random, steps: list[list[str]], failing: StepOutput) -> list[str]:
-    clock = datetime(2024, rng.randint(1, 12), rng.randint(1, 28), rng.randint(0, 23), tzinfo=timezone.utc)
+    clock = datetime(2024, rng.randint(1, 12), rng.randint(1, 28), rng.randint(0, 23), tzinfo=UTC)
     out: list[str] = []
 
     def emit(line: str) -> None:
@@ -55,7 +55,7 @@ def _github(rng: random.Random, steps: list[list[str]], failing: StepOutput) -> 
     if failing.command:
         emit(f"##[group]Run {failing.command}")
         emit(f"{colour(rng, failing.command, '36;1')}")
-        emit(f"shell: /usr/bin/bash -e {{0}}")
+        emit("shell: /usr/bin/bash -e {0}")
         emit("##[endgroup]")
     for line in failing.lines:
         emit(line)
@@ -65,7 +65,7 @@ def _github(rng: random.Random, steps: list[list[str]], failing: StepOutput) -> 
         emit(f"##[error]Process completed with exit code {failing.exit_code}.")
     if rng.random() < 0.5:
         emit("Post job cleanup.")
-        emit(f"[command]/usr/bin/git config --local --unset-all http.https://github.com/.extraheader")
+        emit("[command]/usr/bin/git config --local --unset-all http.https://github.com/.extraheader")
     return out
 
 

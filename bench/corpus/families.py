@@ -12,8 +12,18 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bench.corpus.noise import (CRATES, JAVA_ARTIFACTS, PACKAGES_JS, PACKAGES_PY, SERVICES, WORDS, camel,
-                                ident, sha, version)
+from bench.corpus.noise import (
+    CRATES,
+    JAVA_ARTIFACTS,
+    PACKAGES_JS,
+    PACKAGES_PY,
+    SERVICES,
+    WORDS,
+    camel,
+    ident,
+    sha,
+    version,
+)
 from services.common.vocabulary import FailureClass as FC
 
 
@@ -74,7 +84,7 @@ def _surefire_flakes(rng: random.Random) -> StepOutput:
              "[INFO] Results:", "[WARNING] Flakes: ",
              f"[WARNING] {cls}.{method}",
              f"[ERROR]   Run 1: {camel(rng)}IT.{method}:{rng.randint(20, 300)} expected:<{rng.randint(1, 9)}> but was:<{rng.randint(10, 99)}>",
-             f"[INFO]   Run 2: PASS",
+             "[INFO]   Run 2: PASS",
              f"[ERROR] Tests run: {rng.randint(100, 900)}, Failures: 0, Errors: 0, Skipped: {rng.randint(0, 9)}, Flakes: 1",
              "[ERROR] There are test failures: flaky tests are not allowed (failOnFlakeCount=1)"]
     return StepOutput("mvn -B verify -Dsurefire.rerunFailingTestsCount=2", lines)
@@ -164,7 +174,7 @@ def _jest(rng: random.Random) -> StepOutput:
              f"      at Object.<anonymous> ({f}:{rng.randint(5, 200)}:{rng.randint(5, 40)})",
              f"Test Suites: 1 failed, {rng.randint(5, 90)} passed, {rng.randint(6, 91)} total",
              f"Tests:       {rng.randint(1, 3)} failed, {rng.randint(50, 900)} passed, {rng.randint(60, 910)} total",
-             f"Ran all test suites."]
+             "Ran all test suites."]
     return StepOutput(rng.choice(["npm test -- --ci", "yarn jest --ci", "pnpm test"]), lines)
 
 
@@ -198,8 +208,8 @@ def _mocha(rng: random.Random) -> StepOutput:
     lines = [f"  {rng.choice(WORDS)} api", f"    ✓ lists {rng.choice(WORDS)}s ({rng.randint(5, 90)}ms)",
              f"    1) updates {rng.choice(WORDS)}", "", f"  {rng.randint(20, 300)} passing ({rng.randint(1, 30)}s)",
              f"  {rng.randint(1, 3)} failing", "", f"  1) {rng.choice(WORDS)} api", f"       updates {rng.choice(WORDS)}:",
-             "", f"      AssertionError [ERR_ASSERTION]: Expected values to be strictly equal:",
-             f"      + actual - expected", f"      + '{rng.choice(WORDS)}'", f"      - '{rng.choice(WORDS)}'",
+             "", "      AssertionError [ERR_ASSERTION]: Expected values to be strictly equal:",
+             "      + actual - expected", f"      + '{rng.choice(WORDS)}'", f"      - '{rng.choice(WORDS)}'",
              f"      at Context.<anonymous> (test/{rng.choice(WORDS)}.spec.js:{rng.randint(5, 200)}:{rng.randint(5, 30)})"]
     return StepOutput("npx mocha --recursive", lines)
 
@@ -225,9 +235,9 @@ def _surefire(rng: random.Random) -> StepOutput:
 def _gcc(rng: random.Random) -> StepOutput:
     f = _path(rng, rng.choice(["c", "cpp", "cc"]))
     sym = ident(rng)
-    msg = rng.choice([f"'{sym}' was not declared in this scope", f"expected ';' before '}}' token",
+    msg = rng.choice([f"'{sym}' was not declared in this scope", "expected ';' before '}' token",
                       f"no matching function for call to '{camel(rng)}::{sym}(int)'",
-                      f"invalid conversion from 'const char*' to 'int' [-fpermissive]"])
+                      "invalid conversion from 'const char*' to 'int' [-fpermissive]"])
     lines = [f"g++ -O2 -Wall -std=c++17 -c {f} -o build/{rng.choice(WORDS)}.o",
              f"{f}: In function 'int {sym}(int)':", f"{f}:{rng.randint(5, 900)}:{rng.randint(1, 60)}: error: {msg}",
              f"  {rng.randint(5, 900)} |     return {sym}(x) + 1", "      |            ^~~~~~~~",
@@ -255,7 +265,7 @@ def _javac(rng: random.Random) -> StepOutput:
 def _tsc(rng: random.Random) -> StepOutput:
     f = _path(rng, rng.choice(["ts", "tsx"]))
     code, msg = rng.choice([
-        ("TS2322", f"Type 'string' is not assignable to type 'number'."),
+        ("TS2322", "Type 'string' is not assignable to type 'number'."),
         ("TS2339", f"Property '{rng.choice(WORDS)}Id' does not exist on type '{camel(rng)}'."),
         ("TS2304", f"Cannot find name '{camel(rng)}'."),
         ("TS2345", "Argument of type 'undefined' is not assignable to parameter of type 'string'.")])
@@ -263,7 +273,7 @@ def _tsc(rng: random.Random) -> StepOutput:
              f"{f}({rng.randint(1, 400)},{rng.randint(1, 60)}): error {code}: {msg}",
              f"{f}:{rng.randint(1, 400)}:{rng.randint(1, 60)} - error {code}: {msg}",
              "", f"Found {rng.randint(1, 9)} error{rng.choice(['', 's'])} in {rng.randint(1, 3)} file{rng.choice(['', 's'])}.",
-             f"npm ERR! Lifecycle script `build` failed with error:", "npm ERR! code 2"]
+             "npm ERR! Lifecycle script `build` failed with error:", "npm ERR! code 2"]
     return StepOutput("npm run build", lines, exit_code=2)
 
 
@@ -395,7 +405,7 @@ def _pip_missing(rng: random.Random) -> StepOutput:
              f"ERROR: Could not find a version that satisfies the requirement {pkg}=={v} (from versions: {version(rng)}, {version(rng)})",
              f"ERROR: No matching distribution found for {pkg}=={v}"]
     if rng.random() < 0.4:
-        lines.insert(1, f"  Looking in indexes: https://pypi.org/simple, https://nexus.acme.internal/repository/pypi/simple")
+        lines.insert(1, "  Looking in indexes: https://pypi.org/simple, https://nexus.acme.internal/repository/pypi/simple")
     return StepOutput("pip install -r requirements.txt", lines)
 
 
@@ -435,7 +445,7 @@ def _gradle_resolve(rng: random.Random) -> StepOutput:
              "> Could not resolve all files for configuration ':" + rng.choice(SERVICES) + ":compileClasspath'.",
              f"   > Could not find {art}:{version(rng)}.", "     Searched in the following locations:",
              f"       - https://repo.maven.apache.org/maven2/{art.replace('.', '/').replace(':', '/')}/{version(rng)}/{art.split(':')[1]}-{version(rng)}.pom",
-             f"     Required by:", f"         project :{rng.choice(SERVICES)}", f"BUILD FAILED in {rng.randint(5, 200)}s"]
+             "     Required by:", f"         project :{rng.choice(SERVICES)}", f"BUILD FAILED in {rng.randint(5, 200)}s"]
     return StepOutput("./gradlew build", lines)
 
 
@@ -445,7 +455,7 @@ def _cargo_go_resolve(rng: random.Random) -> StepOutput:
         crate = rng.choice(CRATES)
         lines = ["    Updating crates.io index", f"error: failed to select a version for the requirement `{crate} = \"^{version(rng)}\"`",
                  f"candidate versions found which didn't match: {version(rng)}, {version(rng)}",
-                 f"location searched: crates.io index", f"required by package `{rng.choice(SERVICES)} v{version(rng)} (/work)`"]
+                 "location searched: crates.io index", f"required by package `{rng.choice(SERVICES)} v{version(rng)} (/work)`"]
         return StepOutput("cargo fetch --locked", lines, exit_code=101)
     mod = f"github.com/{rng.choice(['acme', 'corp', 'team'])}/{rng.choice(WORDS)}-{rng.choice(['sdk', 'lib', 'kit'])}"
     lines = [f"go: downloading {mod} v{version(rng)}",
@@ -470,11 +480,11 @@ def _poetry(rng: random.Random) -> StepOutput:
 def _curl(rng: random.Random) -> StepOutput:
     host = f"{rng.choice(['artifacts', 'api', 'downloads', 'releases'])}.{rng.choice(['acme.internal', 'example.com', 'corp.net'])}"
     msg = rng.choice([f"curl: (6) Could not resolve host: {host}", f"curl: (7) Failed to connect to {host} port 443 after {rng.randint(100, 130000)} ms: Connection refused",
-                      f"curl: (28) Connection timed out after {rng.randint(10000, 60000)} milliseconds", f"curl: (56) Recv failure: Connection reset by peer",
+                      f"curl: (28) Connection timed out after {rng.randint(10000, 60000)} milliseconds", "curl: (56) Recv failure: Connection reset by peer",
                       f"curl: (35) OpenSSL SSL_connect: SSL_ERROR_SYSCALL in connection to {host}:443"])
     lines = ["  % Total    % Received % Xferd  Average Speed   Time    Time     Time  Current",
              "                                 Dload  Upload   Total   Spent    Left  Speed",
-             "  0     0    0     0    0     0      0      0 --:--:--  0:00:0{} --:--:--     0".format(rng.randint(1, 9)), msg]
+             f"  0     0    0     0    0     0      0      0 --:--:--  0:00:0{rng.randint(1, 9)} --:--:--     0", msg]
     return StepOutput(f"curl -fsSL https://{host}/{rng.choice(WORDS)}.tar.gz -o /tmp/pkg.tgz", lines, exit_code=rng.choice([6, 7, 28, 56, 35]))
 
 
@@ -486,7 +496,7 @@ def _git_net(rng: random.Random) -> StepOutput:
                       "error: RPC failed; curl 56 GnuTLS recv error (-54): Error in the pull function.",
                       f"fatal: unable to access 'https://{host}/acme/{rng.choice(SERVICES)}.git/': gnutls_handshake() failed: The TLS connection was non-properly terminated."])
     lines = [f"Fetching changes with git depth set to {rng.choice([20, 50])}...", f"Initialized empty Git repository in /builds/acme/{rng.choice(SERVICES)}/.git/",
-             f"Created fresh repository.", msg, "fatal: early EOF" if "RPC" in msg else "fatal: the remote end hung up unexpectedly"]
+             "Created fresh repository.", msg, "fatal: early EOF" if "RPC" in msg else "fatal: the remote end hung up unexpectedly"]
     return StepOutput("git fetch origin", lines, exit_code=128)
 
 
@@ -497,7 +507,7 @@ def _docker_net(rng: random.Random) -> StepOutput:
                       f"Error response from daemon: Get \"https://{reg}/v2/\": net/http: request canceled while waiting for connection (Client.Timeout exceeded while awaiting headers)",
                       f"Error response from daemon: Get \"https://{reg}/v2/\": net/http: TLS handshake timeout",
                       f"ERROR: failed to solve: failed to do request: Head \"https://{reg}/v2/library/{rng.choice(['python', 'node', 'golang'])}/manifests/latest\": dial tcp {rng.randint(1, 254)}.{rng.randint(0, 254)}.{rng.randint(0, 254)}.{rng.randint(1, 254)}:443: i/o timeout"])
-    lines = [f"Using default tag: latest", msg]
+    lines = ["Using default tag: latest", msg]
     return StepOutput(rng.choice([f"docker pull {reg}/acme/base:latest", "docker build -t app ."]), lines)
 
 
@@ -518,7 +528,7 @@ def _kube_net(rng: random.Random) -> StepOutput:
     msg = rng.choice([f"Unable to connect to the server: dial tcp {ip}:6443: i/o timeout",
                       f"The connection to the server {ip}:6443 was refused - did you specify the right host or port?",
                       f"Error: Kubernetes cluster unreachable: Get \"https://{ip}:6443/version\": dial tcp {ip}:6443: connect: no route to host",
-                      f"Unable to connect to the server: net/http: TLS handshake timeout"])
+                      "Unable to connect to the server: net/http: TLS handshake timeout"])
     return StepOutput(rng.choice(["kubectl apply -f k8s/", f"helm upgrade --install {rng.choice(SERVICES)} ./chart"]), [msg])
 
 
@@ -539,7 +549,7 @@ def _requests(rng: random.Random) -> StepOutput:
 
 @family("node-heap", FC.OUT_OF_MEMORY, "npm")
 def _node_heap(rng: random.Random) -> StepOutput:
-    lines = [f"<--- Last few GCs --->", f"[{rng.randint(1000, 9999)}:0x{sha(rng, 12)}]    {rng.randint(10000, 99999)} ms: Mark-Compact {rng.randint(2000, 4000)}.{rng.randint(1, 9)} ({rng.randint(2000, 4100)}.{rng.randint(1, 9)}) -> {rng.randint(2000, 4000)}.{rng.randint(1, 9)} MB, {rng.randint(100, 3000)}.{rng.randint(1, 9)} / 0.0 ms  (average mu = 0.{rng.randint(100, 300)}) allocation failure; scavenge might not succeed",
+    lines = ["<--- Last few GCs --->", f"[{rng.randint(1000, 9999)}:0x{sha(rng, 12)}]    {rng.randint(10000, 99999)} ms: Mark-Compact {rng.randint(2000, 4000)}.{rng.randint(1, 9)} ({rng.randint(2000, 4100)}.{rng.randint(1, 9)}) -> {rng.randint(2000, 4000)}.{rng.randint(1, 9)} MB, {rng.randint(100, 3000)}.{rng.randint(1, 9)} / 0.0 ms  (average mu = 0.{rng.randint(100, 300)}) allocation failure; scavenge might not succeed",
              "<--- JS stacktrace --->", "FATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory",
              f" 1: 0x{sha(rng, 7)} node::Abort() [node]", f" 2: 0x{sha(rng, 7)} node::OOMErrorHandler(char const*, v8::OOMDetails const&) [node]",
              "Aborted (core dumped)"]
@@ -555,14 +565,14 @@ def _java_oom(rng: random.Random) -> StepOutput:
     if rng.random() < 0.5:
         lines += ["FAILURE: Build failed with an exception.", "* What went wrong:", f"{kind}", "> Expiring Daemon because JVM heap space is exhausted"]
     else:
-        lines += [f"[ERROR] Java heap space -> [Help 1]", "[ERROR] java.lang.OutOfMemoryError: " + kind]
+        lines += ["[ERROR] Java heap space -> [Help 1]", "[ERROR] java.lang.OutOfMemoryError: " + kind]
     return StepOutput(rng.choice(["./gradlew build", "mvn -B verify"]), lines)
 
 
 @family("oom-killer-137", FC.OUT_OF_MEMORY, "docker build")
 def _killed_137(rng: random.Random) -> StepOutput:
     lines = rng.choice([
-        [f"c++: fatal error: Killed signal terminated program cc1plus", "compilation terminated.",
+        ["c++: fatal error: Killed signal terminated program cc1plus", "compilation terminated.",
          f"make[2]: *** [CMakeFiles/{rng.choice(WORDS)}.dir/build.make:{rng.randint(70, 300)}: CMakeFiles/{rng.choice(WORDS)}.dir/src/{rng.choice(WORDS)}.cpp.o] Error 1"],
         [f"#{rng.randint(5, 20)} {rng.uniform(20, 300):.1f} Killed", f"ERROR: failed to solve: process \"/bin/sh -c {rng.choice(['npm run build', 'cargo build --release', 'pip wheel .'])}\" did not complete successfully: exit code: 137"],
         [f"/usr/bin/bash: line {rng.randint(100, 200)}: {rng.randint(100, 999)} Killed                  python train.py --epochs {rng.randint(1, 9)}",
@@ -575,15 +585,15 @@ def _killed_137(rng: random.Random) -> StepOutput:
 def _oomkilled(rng: random.Random) -> StepOutput:
     pod = f"runner-{sha(rng, 8)}-project-{rng.randint(100, 9999)}-concurrent-0-{sha(rng, 5)}"
     lines = [f"WARNING: Event retrieved from the cluster: Container \"build\" in pod {pod} was OOMKilled (memory limit {rng.choice(['2Gi', '4Gi', '8Gi'])})",
-             f"    State:          Terminated", f"      Reason:       OOMKilled", f"      Exit Code:    137",
-             f"ERROR: Job failed: command terminated with exit code 137"]
+             "    State:          Terminated", "      Reason:       OOMKilled", "      Exit Code:    137",
+             "ERROR: Job failed: command terminated with exit code 137"]
     return StepOutput("make test", lines, exit_code=137, gitlab_terminal=lines[-1])
 
 
 @family("go-python-alloc", FC.OUT_OF_MEMORY, "go test")
 def _go_py_oom(rng: random.Random) -> StepOutput:
     if rng.random() < 0.5:
-        lines = ["fatal error: runtime: out of memory", "", f"runtime stack:", f"runtime.throw({{0x{sha(rng, 6)}, 0x16}})",
+        lines = ["fatal error: runtime: out of memory", "", "runtime stack:", f"runtime.throw({{0x{sha(rng, 6)}, 0x16}})",
                  f"\t/usr/local/go/src/runtime/panic.go:{rng.randint(1000, 1100)} +0x5d fp=0x7ffd{sha(rng, 8)}", f"FAIL\tgithub.com/acme/{rng.choice(SERVICES)}/pkg/{rng.choice(WORDS)}\t{rng.uniform(1, 60):.3f}s"]
         return StepOutput("go test ./...", lines, exit_code=2)
     lines = ["Traceback (most recent call last):", f'  File "{_path(rng, "py")}", line {rng.randint(10, 400)}, in load_{rng.choice(WORDS)}',
@@ -607,7 +617,7 @@ def _errno28(rng: random.Random) -> StepOutput:
 @family("docker-no-space", FC.DISK_FULL, "docker build")
 def _docker_space(rng: random.Random) -> StepOutput:
     lines = [f"#{rng.randint(3, 15)} [{rng.randint(2, 9)}/{rng.randint(9, 12)}] RUN {rng.choice(['npm ci', 'apt-get install -y build-essential', 'pip install -r requirements.txt'])}",
-             rng.choice([f"ERROR: failed to solve: failed to copy files: copy file range failed: no space left on device",
+             rng.choice(["ERROR: failed to solve: failed to copy files: copy file range failed: no space left on device",
                          f"failed to register layer: write /var/lib/docker/overlay2/{sha(rng, 64)}/diff/usr/lib/{rng.choice(WORDS)}.so: no space left on device",
                          f"Error response from daemon: mkdir /var/lib/docker/tmp/docker-builder{rng.randint(10**8, 10**9)}: no space left on device"])]
     return StepOutput("docker build -t app .", lines)
@@ -616,7 +626,7 @@ def _docker_space(rng: random.Random) -> StepOutput:
 @family("enospc-node", FC.DISK_FULL, "npm")
 def _enospc(rng: random.Random) -> StepOutput:
     lines = ["npm ERR! code ENOSPC", "npm ERR! syscall write", "npm ERR! errno -28",
-             f"npm ERR! nospc ENOSPC: no space left on device, write", "npm ERR! nospc There appears to be insufficient space on your system to finish.",
+             "npm ERR! nospc ENOSPC: no space left on device, write", "npm ERR! nospc There appears to be insufficient space on your system to finish.",
              "npm ERR! nospc Clear up some disk space and try again."]
     if rng.random() < 0.4:
         lines = [f"Error: ENOSPC: no space left on device, write '/home/runner/work/{rng.choice(SERVICES)}/dist/{rng.choice(WORDS)}.js.map'",
@@ -628,7 +638,7 @@ def _enospc(rng: random.Random) -> StepOutput:
 def _runner_disk(rng: random.Random) -> StepOutput:
     lines = [f"You are running out of disk space. The runner will stop working when the machine runs out of disk space. Free space left: {rng.randint(0, 90)} MB",
              f"System.IO.IOException: No space left on device : '/home/runner/runners/{version(rng)}/_diag/Worker_{rng.randint(2023, 2025)}0101-{rng.randint(100000, 999999)}-utc.log'",
-             f"   at System.IO.RandomAccess.WriteAtOffset(SafeFileHandle handle, ReadOnlySpan`1 buffer, Int64 fileOffset)"]
+             "   at System.IO.RandomAccess.WriteAtOffset(SafeFileHandle handle, ReadOnlySpan`1 buffer, Int64 fileOffset)"]
     return StepOutput("./gradlew build", lines, github_terminal="##[error]No space left on device")
 
 
@@ -636,8 +646,8 @@ def _runner_disk(rng: random.Random) -> StepOutput:
 def _java_space(rng: random.Random) -> StepOutput:
     lines = ["FAILURE: Build failed with an exception.", "* What went wrong:",
              f"Execution failed for task ':{rng.choice(SERVICES)}:{rng.choice(['jar', 'test', 'bootJar', 'shadowJar'])}'.",
-             f"> java.io.IOException: No space left on device",
-             f"[ERROR] Failed to execute goal org.apache.maven.plugins:maven-jar-plugin:3.3.0:jar: Error assembling JAR: No space left on device" if rng.random() < 0.3 else
+             "> java.io.IOException: No space left on device",
+             "[ERROR] Failed to execute goal org.apache.maven.plugins:maven-jar-plugin:3.3.0:jar: Error assembling JAR: No space left on device" if rng.random() < 0.3 else
              f"  tar: ./{rng.choice(WORDS)}: Wrote only {rng.randint(1, 9)}{rng.randint(0, 9)}00 of 10240 bytes",
              f"BUILD FAILED in {rng.randint(10, 300)}s"]
     return StepOutput("./gradlew build", lines)
@@ -658,8 +668,8 @@ def _gitlab_timeout(rng: random.Random) -> StepOutput:
 def _go_timeout(rng: random.Random) -> StepOutput:
     name = f"Test{rng.choice(WORDS).capitalize()}{rng.choice(['Migrate', 'Replay', 'Backfill'])}"
     lines = [f"=== RUN   {name}", f"panic: test timed out after {rng.choice(['10m0s', '5m0s', '30m0s'])}",
-             f"\trunning tests:", f"\t\t{name} ({rng.randint(5, 30)}m0s)", "", "goroutine 42 [running]:",
-             f"testing.(*M).startAlarm.func1()", f"\t/usr/local/go/src/testing/testing.go:{rng.randint(2200, 2400)} +0x3b9",
+             "\trunning tests:", f"\t\t{name} ({rng.randint(5, 30)}m0s)", "", "goroutine 42 [running]:",
+             "testing.(*M).startAlarm.func1()", f"\t/usr/local/go/src/testing/testing.go:{rng.randint(2200, 2400)} +0x3b9",
              f"FAIL\tgithub.com/acme/{rng.choice(SERVICES)}/{rng.choice(WORDS)}\t{rng.randint(300, 1800)}.0{rng.randint(1, 9)}s"]
     return StepOutput("go test -timeout 10m ./...", lines)
 
@@ -667,7 +677,7 @@ def _go_timeout(rng: random.Random) -> StepOutput:
 @family("pytest-timeout", FC.TIMEOUT, "pytest")
 def _pytest_timeout(rng: random.Random) -> StepOutput:
     t = f"tests/test_{rng.choice(WORDS)}.py::{_py_test(rng)}"
-    lines = [f"{t} ", "+" * 30 + f" Timeout " + "+" * 30, f"~~~~~~~~~~~~ Stack of MainThread ({rng.randint(100000, 999999)}) ~~~~~~~~~~~~",
+    lines = [f"{t} ", "+" * 30 + " Timeout " + "+" * 30, f"~~~~~~~~~~~~ Stack of MainThread ({rng.randint(100000, 999999)}) ~~~~~~~~~~~~",
              f'  File "/usr/lib/python3.11/threading.py", line {rng.randint(300, 330)}, in wait', "    waiter.acquire()",
              "+" * 30 + " Timeout " + "+" * 30, f"Failed: Timeout >{rng.choice([60, 120, 300, 600])}.0s",
              f"FAILED {t} - Failed: Timeout >{rng.choice([60, 120, 300, 600])}.0s"]
@@ -678,8 +688,8 @@ def _pytest_timeout(rng: random.Random) -> StepOutput:
 def _helm_timeout(rng: random.Random) -> StepOutput:
     svc = rng.choice(SERVICES)
     lines = rng.choice([
-        [f"Release \"{svc}\" does not exist. Installing it now.", f"Error: INSTALLATION FAILED: context deadline exceeded",
-         f"Error: UPGRADE FAILED: timed out waiting for the condition"],
+        [f"Release \"{svc}\" does not exist. Installing it now.", "Error: INSTALLATION FAILED: context deadline exceeded",
+         "Error: UPGRADE FAILED: timed out waiting for the condition"],
         [f"Waiting for deployment \"{svc}\" rollout to finish: {rng.randint(0, 2)} of {rng.randint(3, 6)} updated replicas are available...",
          f"error: timed out waiting for the condition on deployments/{svc}"],
         [f"Waiting for deployment \"{svc}\" rollout to finish: 1 old replicas are pending termination...",
@@ -702,9 +712,9 @@ def _tf_timeout(rng: random.Random) -> StepOutput:
 def _gitlab_system(rng: random.Random) -> StepOutput:
     term = rng.choice([
         f"ERROR: Job failed (system failure): prepare environment: Error response from daemon: container create: runtime error: {rng.choice(['OCI runtime create failed', 'containerd: failed to create shim task'])}",
-        f"ERROR: Job failed (system failure): Error response from daemon: Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?",
+        "ERROR: Job failed (system failure): Error response from daemon: Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?",
         f"ERROR: Job failed (system failure): pod \"runner-{sha(rng, 8)}\" status is \"Failed\"",
-        f"ERROR: Job failed (system failure): unable to upgrade connection: container not found (\"build\")"])
+        "ERROR: Job failed (system failure): unable to upgrade connection: container not found (\"build\")"])
     lines = [f"WARNING: Failed to pull image with policy \"if-not-present\": {rng.choice(['error during connect', 'context canceled'])}",
              f"ERROR: Preparation failed: {term.split(': ', 2)[-1]}", "Will be retried in 3s ..."]
     return StepOutput("", lines, gitlab_terminal=term,
@@ -727,8 +737,8 @@ def _k8s_pending(rng: random.Random) -> StepOutput:
     lines = [f"Using Kubernetes namespace: {rng.choice(['gitlab-runner', 'ci'])}",
              f"Waiting for pod {rng.choice(['ci', 'gitlab-runner'])}/{pod} to be running, status is Pending",
              f"\tUnschedulable: \"0/{rng.randint(3, 30)} nodes are available: {rng.randint(1, 9)} Insufficient cpu, {rng.randint(1, 9)} node(s) had untolerated taint {{node.kubernetes.io/unreachable: }}.\"",
-             f"\tContainersNotReady: \"containers with unready status: [build helper]\""]
-    term = f"ERROR: Job failed (system failure): prepare environment: waiting for pod running: timed out waiting for pod to start."
+             "\tContainersNotReady: \"containers with unready status: [build helper]\""]
+    term = "ERROR: Job failed (system failure): prepare environment: waiting for pod running: timed out waiting for pod to start."
     return StepOutput("", lines, gitlab_terminal=term, github_terminal="##[error]Failed to start the job container: node pool has no capacity")
 
 
@@ -776,7 +786,7 @@ def _missing_env(rng: random.Random) -> StepOutput:
          f"    {var.lower()} = os.environ[\"{var}\"]", f"KeyError: '{var}'"],
         [f"Error: environment variable {var} is required but not set"],
         [f"{rng.choice(['./deploy.sh', 'scripts/release.sh'])}: line {rng.randint(3, 90)}: {var}: parameter null or not set"],
-        [f"pydantic_core._pydantic_core.ValidationError: 1 validation error for Settings", f"{var.lower()}", "  Field required [type=missing, input_value={...}, input_type=dict]"],
+        ["pydantic_core._pydantic_core.ValidationError: 1 validation error for Settings", f"{var.lower()}", "  Field required [type=missing, input_value={...}, input_type=dict]"],
     ])
     return StepOutput(rng.choice(["./deploy.sh", "python -m app.migrate", "make release"]), lines)
 
@@ -797,8 +807,8 @@ def _tf_config(rng: random.Random) -> StepOutput:
 def _build_config(rng: random.Random) -> StepOutput:
     lines = rng.choice([
         [f"ERROR: failed to solve: failed to read dockerfile: open {rng.choice(['Dockerfile', 'docker/Dockerfile.prod'])}: no such file or directory"],
-        [f"Error: INSTALLATION FAILED: values don't meet the specifications of the schema(s) in the following chart(s):",
-         f"{rng.choice(SERVICES)}:", f"- replicaCount: Invalid type. Expected: integer, given: string"],
+        ["Error: INSTALLATION FAILED: values don't meet the specifications of the schema(s) in the following chart(s):",
+         f"{rng.choice(SERVICES)}:", "- replicaCount: Invalid type. Expected: integer, given: string"],
         [f"error: error validating \"k8s/{rng.choice(WORDS)}.yaml\": error validating data: ValidationError(Deployment.spec.template.spec.containers[0]): unknown field \"{rng.choice(['imagePullPolice', 'resource', 'envFrom2'])}\" in io.k8s.api.core.v1.Container; if you choose to ignore these errors, turn validation off with --validate=false"],
         [f"Error: YAML parse error on {rng.choice(SERVICES)}/templates/deployment.yaml: error converting YAML to JSON: yaml: line {rng.randint(5, 80)}: did not find expected key"],
     ])
@@ -825,8 +835,8 @@ def _git_denied(rng: random.Random) -> StepOutput:
     lines = rng.choice([
         [f"remote: Permission to {repo}.git denied to github-actions[bot].", f"fatal: unable to access 'https://github.com/{repo}/': The requested URL returned error: 403"],
         ["git@github.com: Permission denied (publickey).", "fatal: Could not read from remote repository.", "", "Please make sure you have the correct access rights", "and the repository exists."],
-        [f"remote: You are not allowed to push code to this project.", f"fatal: unable to access 'https://gitlab.acme.internal/{repo}.git/': The requested URL returned error: 403"],
-        [f"Error: Resource not accessible by integration", f"RequestError [HttpError]: Resource not accessible by integration", "  status: 403,"],
+        ["remote: You are not allowed to push code to this project.", f"fatal: unable to access 'https://gitlab.acme.internal/{repo}.git/': The requested URL returned error: 403"],
+        ["Error: Resource not accessible by integration", "RequestError [HttpError]: Resource not accessible by integration", "  status: 403,"],
     ])
     return StepOutput(rng.choice(["git push origin HEAD:main --follow-tags", "gh release create v" + version(rng)]), lines, exit_code=128)
 
@@ -837,7 +847,7 @@ def _registry_denied(rng: random.Random) -> StepOutput:
     lines = rng.choice([
         [f"The push refers to repository [{reg}/acme/{rng.choice(SERVICES)}]", f"{sha(rng, 12)}: Preparing", "denied: requested access to the resource is denied"],
         [f"Error response from daemon: pull access denied for {reg}/acme/{rng.choice(SERVICES)}, repository does not exist or may require 'docker login': denied: requested access to the resource is denied"],
-        [f"unauthorized: authentication required", f"ERROR: failed to solve: failed to push {reg}/acme/{rng.choice(SERVICES)}:latest: unexpected status: 401 Unauthorized"],
+        ["unauthorized: authentication required", f"ERROR: failed to solve: failed to push {reg}/acme/{rng.choice(SERVICES)}:latest: unexpected status: 401 Unauthorized"],
         [f"Error response from daemon: Head \"https://{reg}/v2/acme/{rng.choice(SERVICES)}/manifests/latest\": denied: permission_denied: write_package"],
     ])
     return StepOutput(f"docker push {reg}/acme/app:latest", lines)
@@ -893,7 +903,7 @@ def _custom_check(rng: random.Random) -> StepOutput:
     lines = rng.choice([
         [f"Checking changelog entry for {rng.choice(SERVICES)}...", f"CHANGELOG.md has no entry for v{version(rng)}"],
         [f"Comparing bundle size: {rng.randint(200, 900)} kB (limit {rng.randint(100, 199)} kB)", "Bundle size budget exceeded"],
-        [f"Verifying generated files are up to date", f"diff --git a/gen/{rng.choice(WORDS)}.pb.go b/gen/{rng.choice(WORDS)}.pb.go", "Generated code is out of date; run make generate"],
+        ["Verifying generated files are up to date", f"diff --git a/gen/{rng.choice(WORDS)}.pb.go b/gen/{rng.choice(WORDS)}.pb.go", "Generated code is out of date; run make generate"],
         [f"coverage: {rng.uniform(40, 79):.1f}% of statements", f"Coverage {rng.uniform(40, 79):.1f}% is below the required 80%"],
     ])
     return StepOutput(rng.choice(["make check", "./ci/verify.sh", "npm run size"]), lines)
@@ -902,7 +912,7 @@ def _custom_check(rng: random.Random) -> StepOutput:
 @family("app-crash", FC.UNKNOWN, "shell")
 def _app_crash(rng: random.Random) -> StepOutput:
     lines = rng.choice([
-        [f"Starting {rng.choice(SERVICES)} smoke run", f"Segmentation fault (core dumped)"],
+        [f"Starting {rng.choice(SERVICES)} smoke run", "Segmentation fault (core dumped)"],
         ["Traceback (most recent call last):", f'  File "/app/{rng.choice(WORDS)}/report.py", line {rng.randint(5, 300)}, in render',
          f"    row[\"{rng.choice(WORDS)}\"] / total", "ZeroDivisionError: division by zero"],
         [f"thread 'main' panicked at src/main.rs:{rng.randint(1, 300)}:{rng.randint(1, 40)}:", "called `Option::unwrap()` on a `None` value"],
@@ -925,6 +935,6 @@ def _script_assert(rng: random.Random) -> StepOutput:
         [f"Release {version(rng)} already published; refusing to overwrite"],
         [f"Expected 3 artifacts in dist/, found {rng.randint(0, 2)}"],
         [f"ERROR: {rng.choice(WORDS)} manifest mismatch between staging and production"],
-        [f"Aborting: working tree has uncommitted changes after build", f" M {_path(rng, 'lock')}"],
+        ["Aborting: working tree has uncommitted changes after build", f" M {_path(rng, 'lock')}"],
     ])
     return StepOutput(rng.choice(["./ci/publish.sh", "python tools/release.py"]), lines)

@@ -98,7 +98,7 @@ def _cache_restore(rng: random.Random) -> list[str]:
     if rng.random() < 0.5:
         return [f"Cache not found for input keys: {key}"]
     return [f"Received {rng.randint(1, 400000000)} of {rng.randint(400000000, 500000000)} (100.0%), "
-            f"{rng.uniform(5, 120):.1f} MBs/sec", f"Cache restored successfully", f"Cache restored from key: {key}"]
+            f"{rng.uniform(5, 120):.1f} MBs/sec", "Cache restored successfully", f"Cache restored from key: {key}"]
 
 
 def _docker_pull(rng: random.Random) -> list[str]:
@@ -117,7 +117,7 @@ def _passing_tests(rng: random.Random) -> list[str]:
 def _misc(rng: random.Random) -> list[str]:
     return rng.choice([
         ["$ git submodule update --init --recursive", f"HEAD is now at {sha(rng, 7)} {rng.choice(['Fix', 'Add', 'Bump', 'Refactor'])} {rng.choice(WORDS)} {rng.choice(WORDS)}"],
-        [f"Run echo \"version=$(git describe --tags)\" >> $GITHUB_OUTPUT", f"v{version(rng)}"],
+        ["Run echo \"version=$(git describe --tags)\" >> $GITHUB_OUTPUT", f"v{version(rng)}"],
         [f"Environment: ENV={rng.choice(['ci', 'staging'])} LOG_LEVEL=info MAX_RETRIES=3 TIMEOUT=30s"],
         [f"warning: {rng.choice(['unused variable', 'deprecated API', 'implicit conversion'])} in {rng.choice(WORDS)}.c:{rng.randint(1, 400)}"],
         [f"Summary: 0 errors, {rng.randint(0, 5)} warnings"],

@@ -32,8 +32,8 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
-from sklearn.pipeline import FeatureUnion
 from sklearn.model_selection import GroupKFold, StratifiedKFold
+from sklearn.pipeline import FeatureUnion
 
 from services.common.errors import InvalidArgument
 from services.common.vocabulary import FailureClass

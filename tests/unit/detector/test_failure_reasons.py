@@ -6,9 +6,14 @@ import pytest
 
 from services.common.errors import InvalidArgument
 from services.common.vocabulary import FailureClass as FC
-from services.detector.failure_reasons import (GITHUB_CONCLUSIONS, GITLAB_FAILURE_REASONS,
-                                               class_from_github_conclusion, class_from_gitlab_failure_reason,
-                                               github_conclusion, gitlab_failure_reason)
+from services.detector.failure_reasons import (
+    GITHUB_CONCLUSIONS,
+    GITLAB_FAILURE_REASONS,
+    class_from_github_conclusion,
+    class_from_gitlab_failure_reason,
+    github_conclusion,
+    gitlab_failure_reason,
+)
 
 REAL_CLASSES = [fc for fc in FC if fc is not FC.FAILURE_CLASS_UNSPECIFIED]
 

@@ -7,8 +7,14 @@ import random
 
 import pytest
 
-from services.detector.templates import (TemplateMiner, grouping_accuracy, main, mine_templates,
-                                         normalise_line, strip_decorations)
+from services.detector.templates import (
+    TemplateMiner,
+    grouping_accuracy,
+    main,
+    mine_templates,
+    normalise_line,
+    strip_decorations,
+)
 
 # Known templates (ground truth) and how to fill their variables: a small benchmark in
 # the spirit of Loghub, written for CI logs.
