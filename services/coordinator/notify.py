@@ -25,8 +25,10 @@ from services.coordinator.actions import ActionRecord, ActionState
 log = logging.getLogger(__name__)
 
 TIMEOUT_S = 5.0
+# Actions that run the job again (quarantining a flaky test re-runs it without the test):
+# their result is a new run of the pipeline for the predictor's history.
 RERUNS = frozenset({ActionKind.RETRY, ActionKind.RETRY_ON_FRESH_RUNNER, ActionKind.CLEAR_CACHE,
-                    ActionKind.RAISE_RESOURCE_LIMIT})
+                    ActionKind.RAISE_RESOURCE_LIMIT, ActionKind.QUARANTINE_TEST})
 
 
 def job_ref(job: dict[str, object]) -> common_pb2.JobRef:
@@ -69,15 +71,16 @@ class OutcomeNotifier:
         if record.housekeeping or record.state is ActionState.ACTION_STATE_SKIPPED:
             return ["audit"]
         names = ["detector"] if record.kind is ActionKind.ESCALATE else ["planner", "detector"]
-        if record.kind in RERUNS:
+        if record.kind in RERUNS and record.job.get("run_id"):  # no run (an accepted recommendation): no history
             names.append("predictor")
         return [*names, "audit"]
 
     async def deliver(self, record: ActionRecord, already: frozenset[str] = frozenset()) -> tuple[set[str], bool]:
         """Deliver to every receiver not in `already`: (receivers that have it now, all done?).
 
-        Planner, detector and predictor are idempotent on the outcome id; audit is
-        not, so the caller records who has the outcome and never asks twice.
+        Planner, detector and predictor are idempotent on the outcome id, audit on the
+        entry's idempotency key; the caller still records who has the outcome, so a
+        re-delivery after a crash asks only those that may not have it.
         """
         outcome = outcome_message(record)
         reached: set[str] = set()
@@ -118,7 +121,8 @@ class OutcomeNotifier:
 
     async def _predictor(self, record: ActionRecord) -> None:
         job = job_ref(record.job)
-        job.attempt = max(1, job.attempt) + 1  # the healing re-run is the job's next attempt
+        # Each healing action of the plan that re-runs the job is its own later attempt.
+        job.attempt = max(1, job.attempt) + record.order + 1
         succeeded = record.state is ActionState.ACTION_STATE_SUCCEEDED
         run = predictor_pb2.Run(
             job=job,
