@@ -40,6 +40,10 @@ unit: gen
 integration: gen
 	$(PY) -m pytest -q tests/integration tests/e2e
 
+lint: $(STAMP)
+	$(VENV)/bin/ruff check --select F,E9 .   # gate: undefined names, unused imports, syntax
+	-$(VENV)/bin/ruff check --statistics .    # advisory: style (line length, bugbear)
+
 contracts: $(STAMP)
 	$(VENV)/bin/buf lint
 	scripts/check_breaking.sh

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from dataclasses import replace
 
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator

@@ -18,7 +18,7 @@ from healing_guard.coordinator.v1 import coordinator_pb2
 from services.common import auth
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, NotLeader
 from services.common.tokens import Principal
-from services.common.vocabulary import ActionKind, Provider
+from services.common.vocabulary import ActionKind
 from services.coordinator.actions import ActionRecord, ActionState
 from services.coordinator.dispatcher import Dispatcher
 from services.coordinator.executors.base import ActionRequest, ActionResult, ActionStatus
