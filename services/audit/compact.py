@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from hashlib import sha256 as _sha256
 
 from services.audit.merkle import EMPTY_ROOT, largest_power_of_two_below, node_hash
 from services.common.errors import InvalidArgument
@@ -132,33 +133,51 @@ def consistency_proof(old_size: int, new_size: int, fetch: NodeFetch) -> list[by
 
 
 class CompactRange:
-    """The complete subtrees covering [0, size): enough to append and to compute the root."""
+    """The complete subtrees covering [0, size): enough to append and to compute the root.
+
+    `hashes` are the border's node hashes, left to right: one per set bit of `size`,
+    largest subtree first (the nodes are `range_nodes(0, size)`).
+    """
 
     def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
-        nodes = range_nodes(0, size)
-        if len(nodes) != len(hashes):
-            raise ValueError(f"a compact range of size {size} has {len(nodes)} nodes, got {len(hashes)}")
+        if size.bit_count() != len(hashes):
+            raise ValueError(f"a compact range of size {size} has {size.bit_count()} nodes, got {len(hashes)}")
         self.size = size
-        self.nodes = nodes
         self.hashes = list(hashes)
+
+    @property
+    def nodes(self) -> list[NodeId]:
+        return range_nodes(0, self.size)
 
     def copy(self) -> CompactRange:
         return CompactRange(self.size, self.hashes)
 
-    def append(self, leaf_hash: bytes) -> list[tuple[NodeId, bytes]]:
-        """Add one leaf; returns every node completed by it (the leaf itself first)."""
-        node, value = NodeId(0, self.size), leaf_hash
-        completed = [(node, value)]
+    def append_above_leaf(self, leaf_hash: bytes) -> list[tuple[int, bytes]]:
+        """Add one leaf; returns the nodes above level 0 it completed, as (storage key, hash), lowest first.
+
+        The store keeps leaf hashes with the entries, so these are all it has to write.
+        """
+        hashes = self.hashes
+        index = self.size
+        level = 0
+        value = leaf_hash
+        completed: list[tuple[int, bytes]] = []
         # Merge while the new node is a right child whose left sibling is on the border.
-        while node.index & 1:
-            left = self.hashes.pop()
-            self.nodes.pop()
-            node, value = NodeId(node.level + 1, node.index >> 1), node_hash(left, value)
-            completed.append((node, value))
-        self.nodes.append(node)
-        self.hashes.append(value)
+        while index & 1:
+            value = _sha256(b"\x01" + hashes.pop() + value).digest()  # merkle.node_hash, inlined
+            index >>= 1
+            level += 1
+            completed.append((((2 * index + 1) << level) - 1, value))
+        hashes.append(value)
         self.size += 1
         return completed
+
+    def append(self, leaf_hash: bytes) -> list[tuple[NodeId, bytes]]:
+        """Add one leaf; returns every node completed by it (the leaf itself first)."""
+        leaf = NodeId(0, self.size)
+        return [(leaf, leaf_hash)] + [
+            (NodeId.from_storage_key(key), value) for key, value in self.append_above_leaf(leaf_hash)
+        ]
 
     def extend(self, leaf_hashes: Iterable[bytes]) -> list[tuple[NodeId, bytes]]:
         completed: list[tuple[NodeId, bytes]] = []

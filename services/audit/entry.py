@@ -42,7 +42,6 @@ import hashlib
 import struct
 from dataclasses import dataclass, field
 
-from services.audit.merkle import leaf_hash
 from services.common.errors import InvalidArgument
 
 CANONICAL_MAGIC = b"hg-audit-entry/v1"
@@ -118,7 +117,7 @@ class Entry:
         return canonical_bytes(self)
 
     def leaf_hash(self) -> bytes:
-        return leaf_hash(canonical_bytes(self))
+        return entry_leaf_hash(self)
 
 
 @dataclass(frozen=True)
@@ -131,23 +130,42 @@ class LogEntry:
     erased: bool  # sealed under a data key that has been destroyed
 
 
+_U32 = struct.Struct(">I").pack
+_U64 = struct.Struct(">Q").pack
+_DIGEST_LENGTH = _U32(32)
+
+
 def _field(value: bytes) -> bytes:
-    return struct.pack(">I", len(value)) + value
+    return _U32(len(value)) + value
+
+
+def _canonical_head(entry: Entry, payload_digest: bytes) -> bytes:
+    """The canonical bytes up to the payload itself (which follows, unchanged)."""
+    kind = entry.kind.encode("ascii")  # a StrEnum: its str is its value
+    tenant = entry.tenant_id.encode("utf-8")
+    subject = entry.subject.encode("utf-8")
+    encoding = entry.payload_encoding.encode("ascii")
+    return (
+        CANONICAL_MAGIC
+        + _U32(len(kind)) + kind
+        + _U32(len(tenant)) + tenant
+        + _U32(len(subject)) + subject
+        + _U64(entry.time_us)
+        + _U32(len(encoding)) + encoding
+        + _DIGEST_LENGTH + payload_digest
+        + _U32(len(entry.payload))
+    )
 
 
 def canonical_bytes(entry: Entry) -> bytes:
-    return b"".join(
-        (
-            CANONICAL_MAGIC,
-            _field(entry.kind.value.encode("ascii")),
-            _field(entry.tenant_id.encode("utf-8")),
-            _field(entry.subject.encode("utf-8")),
-            struct.pack(">Q", entry.time_us),
-            _field(entry.payload_encoding.encode("ascii")),
-            _field(hashlib.sha256(entry.payload).digest()),
-            _field(entry.payload),
-        )
-    )
+    return _canonical_head(entry, hashlib.sha256(entry.payload).digest()) + entry.payload
+
+
+def entry_leaf_hash(entry: Entry) -> bytes:
+    """`merkle.leaf_hash(canonical_bytes(entry))`, without copying the payload into a new buffer."""
+    digest = hashlib.sha256(b"\x00" + _canonical_head(entry, hashlib.sha256(entry.payload).digest()))
+    digest.update(entry.payload)
+    return digest.digest()
 
 
 def parse_kind(kind: str) -> EntryKind:
@@ -195,6 +213,8 @@ def validate_entry(entry: Entry) -> None:
 
 
 def _check_text(name: str, value: str, limit: int) -> None:
+    if value and 4 * len(value) <= limit:
+        return  # UTF-8 spends at most 4 bytes per code point: short enough without encoding
     size = len(value.encode("utf-8"))
     if size == 0:
         raise InvalidArgument(name, f"{name} must not be empty")

@@ -3,8 +3,11 @@
 Tables:
   entries      one row per leaf: the fields the canonical bytes are made of, the
                sealed or plain payload, which data key sealed it, and the leaf hash.
-  tree_nodes   the hash of every complete subtree, keyed by its in-order position
-               (`NodeId.storage_key`); written once, by the append that completes it.
+  tree_nodes   the hash of every complete subtree above the leaves, keyed by its in-order
+               position (`NodeId.storage_key`); written once, by the append that completes
+               it. Level 0 (a leaf) is `entries.leaf_hash`, not repeated here: reads of
+               level-0 nodes go to `entries` by index. (Files written before this layout
+               also hold level-0 rows here, under even keys; they are never read.)
   tree_heads   signed tree heads (C2SP checkpoint notes) by tree size.
   data_keys    per-(tenant, subject) AES-256-GCM keys; `key` becomes NULL on erasure.
   idempotency_keys
@@ -26,11 +29,11 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from services.audit import compact
 from services.audit.compact import CompactRange, NodeId
 from services.audit.entry import Entry, EntryKind, LogEntry, validate_entry
-from services.audit.merkle import leaf_hash
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.common.sqlite import Database
 
@@ -85,6 +88,13 @@ MIGRATIONS = [
     ) WITHOUT ROWID;
     CREATE INDEX idempotency_keys_by_idx ON idempotency_keys(idx);
     """,
+    # Leaf-hash lookups through the first 8 bytes only: the index is a third the size of
+    # one over whole hashes, so an append's random inserts into it dirty fewer pages;
+    # `index_of_leaf` confirms the whole hash on the (rare) prefix matches.
+    """
+    DROP INDEX entries_by_leaf_hash;
+    CREATE INDEX entries_by_leaf_prefix ON entries(substr(leaf_hash, 1, 8));
+    """,
 ]
 
 MAX_PAGE = 10_000
@@ -122,8 +132,7 @@ class KeyClaim:
     request_digest: bytes
 
 
-@dataclass(frozen=True)
-class Appended:
+class Appended(NamedTuple):  # a tuple: one is built per appended entry
     """Where one requested entry is in the log; `duplicate` when its key was already used."""
 
     index: int
@@ -263,8 +272,7 @@ class AuditStore:
                         f"entries[{position}]", "no entry to append and no earlier one under its key"
                     )
                 index = first + len(entry_rows)
-                canonical = entry.canonical()
-                leaf = leaf_hash(canonical)
+                leaf = entry.leaf_hash()
                 entry_rows.append(
                     (
                         index,
@@ -278,7 +286,7 @@ class AuditStore:
                         leaf,
                     )
                 )
-                node_rows.extend((node.storage_key, value) for node, value in border.append(leaf))
+                node_rows += border.append_above_leaf(leaf)
                 answer = Appended(index, leaf)
                 answers.append(answer)
                 if claim is not None:
@@ -333,7 +341,10 @@ class AuditStore:
 
     def index_of_leaf(self, leaf_hash: bytes) -> int:
         with self.db.read() as conn:
-            row = conn.execute("SELECT MIN(idx) FROM entries WHERE leaf_hash = ?", (leaf_hash,)).fetchone()
+            row = conn.execute(
+                "SELECT MIN(idx) FROM entries WHERE substr(leaf_hash, 1, 8) = substr(?1, 1, 8) AND leaf_hash = ?1",
+                (leaf_hash,),
+            ).fetchone()
         if row[0] is None:
             raise NotFound("leaf hash", leaf_hash.hex())
         return int(row[0])
@@ -472,9 +483,7 @@ class AuditStore:
                     "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (index, e.kind.value, e.tenant_id, e.subject, e.time_us, e.payload_encoding, e.payload, None, leaf),
                 )
-                conn.executemany(
-                    "INSERT INTO tree_nodes VALUES (?, ?)", [(n.storage_key, v) for n, v in border.append(leaf)]
-                )
+                conn.executemany("INSERT INTO tree_nodes VALUES (?, ?)", border.append_above_leaf(leaf))
             self._border = border
         return index
 
@@ -507,17 +516,23 @@ def _claimed_entry(conn: sqlite3.Connection, claim: KeyClaim) -> tuple[Appended,
 
 
 def _fetch_nodes(conn: sqlite3.Connection, ids: Sequence[NodeId]) -> dict[NodeId, bytes]:
-    if not ids:
-        return {}
-    keys = {node.storage_key: node for node in ids}
+    """Stored hashes of these nodes: leaves from `entries`, the subtrees above from `tree_nodes`."""
+    leaves = {node.index: node for node in ids if node.level == 0}
+    inner = {node.storage_key: node for node in ids if node.level > 0}
     found: dict[NodeId, bytes] = {}
-    key_list = list(keys)
-    # SQLite limits the number of bound parameters per statement.
-    for i in range(0, len(key_list), 500):
-        chunk = key_list[i : i + 500]
-        rows = conn.execute(
-            f"SELECT node_key, hash FROM tree_nodes WHERE node_key IN ({','.join('?' * len(chunk))})", chunk
-        ).fetchall()
-        for key, value in rows:
-            found[keys[key]] = value
+    for table, key_column, hash_column, wanted in (
+        ("entries", "idx", "leaf_hash", leaves),
+        ("tree_nodes", "node_key", "hash", inner),
+    ):
+        key_list = list(wanted)
+        # SQLite limits the number of bound parameters per statement.
+        for i in range(0, len(key_list), 500):
+            chunk = key_list[i : i + 500]
+            rows = conn.execute(
+                f"SELECT {key_column}, {hash_column} FROM {table} "
+                f"WHERE {key_column} IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+            for key, value in rows:
+                found[wanted[key]] = value
     return found

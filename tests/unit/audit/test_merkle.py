@@ -180,3 +180,15 @@ def test_range_nodes_cover_the_range_with_few_aligned_nodes(lo: int, width: int)
         position += 1 << node.level
     assert position == lo + width
     assert len(nodes) <= 2 * max(1, width.bit_length())
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, len(BIG)))
+def test_compact_range_append_above_leaf_is_append_without_the_leaf(size: int) -> None:
+    full, above = compact.CompactRange(), compact.CompactRange()
+    for leaf in BIG_HASHES[:size]:
+        completed = full.append(leaf)
+        assert completed[0] == (compact.NodeId(0, full.size - 1), leaf)
+        assert above.append_above_leaf(leaf) == [(node.storage_key, value) for node, value in completed[1:]]
+    assert above.size == full.size == size and above.root() == full.root() == BIG_ROOTS[size]
+    assert above.nodes == compact.range_nodes(0, size) and len(above.hashes) == size.bit_count()

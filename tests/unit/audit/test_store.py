@@ -152,3 +152,55 @@ def test_reopen_continues_the_same_tree(tmp_path: Path) -> None:
     assert second.root_hash() == merkle.root_hash(canon)
     assert second.consistency_proof(21, 50) == merkle.consistency_proof(canon, 21, 50)
     second.close()
+
+
+def test_leaves_are_read_from_entries_not_repeated_as_nodes(store: AuditStore) -> None:
+    entries = [make_entry(i) for i in range(45)]
+    store.append_batch(entries)
+    canon = [e.canonical() for e in entries]
+    with store.db.transaction() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM tree_nodes WHERE node_key % 2 = 0").fetchone()[0] == 0
+        # Files from the earlier layout also hold level-0 rows (even keys); they are never read.
+        conn.executemany("INSERT INTO tree_nodes VALUES (?, ?)", [(2 * i, b"\xee" * 32) for i in range(45)])
+    for size in (1, 2, 3, 44, 45):
+        for index in {0, size // 2, size - 1}:
+            assert store.inclusion_proof(index, size) == merkle.inclusion_proof(canon, index, size)
+        assert store.consistency_proof(size // 3, size) == merkle.consistency_proof(canon, size // 3, size)
+    assert AuditStore(store.db).root_hash() == merkle.root_hash(canon)  # the border, reloaded from storage
+
+
+def test_leaf_hash_lookup_uses_the_prefix_index(store: AuditStore) -> None:
+    entries = [make_entry(i) for i in range(20)]
+    store.append_batch(entries)
+    assert [store.index_of_leaf(e.leaf_hash()) for e in entries] == list(range(20))
+    near_miss = entries[5].leaf_hash()[:8] + b"\x00" * 24  # same prefix, different hash
+    with pytest.raises(NotFound):
+        store.index_of_leaf(near_miss)
+    with store.db.read() as conn:
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT MIN(idx) FROM entries "
+            "WHERE substr(leaf_hash, 1, 8) = substr(?1, 1, 8) AND leaf_hash = ?1",
+            (near_miss,),
+        ).fetchall()
+    assert any("entries_by_leaf_prefix" in row[3] for row in plan), plan
+
+
+def test_a_file_from_before_the_prefix_index_is_migrated(tmp_path: Path) -> None:
+    from services.audit.store import MIGRATIONS
+    from services.common.sqlite import Database
+
+    path = tmp_path / "v2.db"
+    entry = make_entry(0)
+    old = Database(path, MIGRATIONS[:2])
+    with old.transaction() as conn:
+        conn.execute("INSERT INTO entries VALUES (0, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                     (entry.kind.value, entry.tenant_id, entry.subject, entry.time_us, entry.payload_encoding,
+                      entry.payload, entry.leaf_hash()))
+        conn.execute("INSERT INTO tree_nodes VALUES (0, ?)", (entry.leaf_hash(),))
+    old.close()
+    store = AuditStore.open(path)
+    assert store.index_of_leaf(entry.leaf_hash()) == 0
+    store.append_batch([make_entry(1)])
+    assert store.check_integrity() == []
+    assert store.root_hash() == merkle.root_hash([entry.canonical(), make_entry(1).canonical()])
+    store.close()
