@@ -198,8 +198,8 @@ class _LogScan:
 
     def finish(self) -> None:
         self._flush()
-        tail_text = self._decoder.decode(b"", final=True)
-        self._process(self._redactor.feed(tail_text) + self._redactor.finish())
+        tail = self._decoder.decode(b"", final=True).encode("utf-8")
+        self._process(self._redactor.feed_bytes(tail) + self._redactor.finish_bytes())
 
     @property
     def redaction_count(self) -> int:
@@ -214,15 +214,20 @@ class _LogScan:
             return
         raw = b"".join(self._pending)
         self._pending, self._pending_size = [], 0
-        self._process(self._redactor.feed(self._decoder.decode(raw)))
+        self._process(self._redactor.feed_bytes(self._valid_utf8(raw)))
 
-    def _process(self, text: str) -> None:
-        if not text:
+    def _valid_utf8(self, raw: bytes) -> bytes:
+        """`raw` as valid UTF-8: invalid sequences replaced by U+FFFD, as decoding with
+        errors="replace" would (ASCII, the common case, passes through untouched)."""
+        if raw.isascii() and not self._decoder.getstate()[0]:
+            return raw
+        return self._decoder.decode(raw).encode("utf-8")
+
+    def _process(self, encoded: bytes) -> None:
+        """One block of redacted, valid UTF-8 lines: everything but the decision."""
+        if not encoded:
             return
-        encoded = text.encode("utf-8", "replace")
-        cleaned = strip_presentation(encoded)
-        if len(cleaned) != len(encoded):
-            encoded, text = cleaned, cleaned.decode("utf-8", "replace")
+        encoded = strip_presentation(encoded)
         first_line_no = self.lines + 1
         matches = list(self._knowledge_base.scan_bytes(encoded, first_line_no))
         for match in matches:
@@ -233,22 +238,22 @@ class _LogScan:
                 tally.count += 1
                 if match.pattern.priority > tally.best.pattern.priority:
                     tally.best = match
-        self.evidence.observe(first_line_no, text, encoded, matches)
+        self.evidence.observe(first_line_no, encoded, matches)
         self.tests.observe(encoded)
-        line_count = text.count("\n") + (0 if text.endswith("\n") else 1)
-        self._remember_tail(text, first_line_no + line_count - 1)
+        line_count = encoded.count(b"\n") + (0 if encoded.endswith(b"\n") else 1)
+        self._remember_tail(encoded, first_line_no + line_count - 1)
         self.lines += line_count
 
-    def _remember_tail(self, text: str, last_line_no: int) -> None:
-        window = text[-TAIL_BYTES:]
-        lines = window.split("\n")
-        if text.endswith("\n"):
+    def _remember_tail(self, block: bytes, last_line_no: int) -> None:
+        window = block[-TAIL_BYTES:]
+        lines = window.split(b"\n")
+        if block.endswith(b"\n"):
             lines = lines[:-1]
-        if len(window) < len(text) and lines:
+        if len(window) < len(block) and lines:
             lines = lines[1:]  # the first piece may be a partial line
         lines = lines[-TAIL_LINES:]
         first = last_line_no - len(lines) + 1
-        self.tail.extend((first + i, clip(line)) for i, line in enumerate(lines))
+        self.tail.extend((first + i, clip(line.decode("utf-8", "replace"))) for i, line in enumerate(lines))
 
 
 def _pattern_confidence(priority: int, count: int, runner_up: int | None) -> float:

@@ -25,6 +25,7 @@ CONTEXT_BEFORE = 2
 CONTEXT_AFTER = 3
 CANDIDATES_PER_CLASS = 4
 
+_UNANCHORED = re2._Anchor.UNANCHORED
 _STEP_OPTIONS = re2.Options()
 _STEP_OPTIONS.never_capture = True
 # Where a step begins: GitHub groups, GitLab sections and commands, Jenkins stages,
@@ -59,66 +60,69 @@ class EvidenceCollector:
 
     def __init__(self) -> None:
         self._candidates: dict[FailureClass, list[_Candidate]] = {}
-        self._open: list[_Candidate] = []
+        self._open: list[tuple[_Candidate, int]] = []  # with the offset of its line in the block
         self._previous_lines: deque[tuple[int, str]] = deque(maxlen=CONTEXT_BEFORE)
         self._last_step: EvidenceLine | None = None
 
-    def observe(self, first_line_no: int, block: str, block_bytes: bytes, matches: Sequence[Match]) -> None:
-        """Feed one block of complete lines (its first line is `first_line_no`)."""
-        steps = self._steps(first_line_no, block_bytes)
-        lines: list[str] | None = None
-        step_index = 0
+    def observe(self, first_line_no: int, block: bytes, matches: Sequence[Match]) -> None:
+        """Feed one block of complete UTF-8 lines (its first line is `first_line_no`).
+
+        Only the lines around new candidates are decoded, and the step a candidate ran in
+        is looked up backwards from it, so a block costs little beyond its matches.
+        """
         for match in matches:
-            while step_index < len(steps) and steps[step_index].line <= match.line_no:
-                self._last_step = steps[step_index]
-                step_index += 1
             kept = self._candidates.setdefault(match.pattern.failure_class, [])
             if len(kept) >= CANDIDATES_PER_CLASS or any(c.match.line_no == match.line_no for c in kept):
                 continue
-            if lines is None:
-                lines = block.split("\n")
-            candidate = _Candidate(match, self._last_step, wanted_until=match.line_no + CONTEXT_AFTER)
-            for offset in range(CONTEXT_BEFORE, 0, -1):
-                number = match.line_no - offset
-                index = number - first_line_no
-                if index >= 0:
-                    candidate.lines[number] = clip(lines[index])
-                else:
-                    candidate.lines.update((n, t) for n, t in self._previous_lines if n == number)
+            start = match.start
+            step = self._step_before(block, start, match.line_no)
+            candidate = _Candidate(match, step, wanted_until=match.line_no + CONTEXT_AFTER)
+            before: list[tuple[int, str]] = []
+            line_start, number = start, match.line_no
+            while number > match.line_no - CONTEXT_BEFORE and line_start > 0:
+                previous = block.rfind(b"\n", 0, line_start - 1) + 1
+                number -= 1
+                before.append((number, _decode_clip(block[previous : line_start - 1])))
+                line_start = previous
+            if number > match.line_no - CONTEXT_BEFORE:
+                wanted = range(match.line_no - CONTEXT_BEFORE, number)
+                candidate.lines.update((n, t) for n, t in self._previous_lines if n in wanted)
+            candidate.lines.update(sorted(before))
             kept.append(candidate)
-            self._open.append(candidate)
-        if steps[step_index:]:
-            self._last_step = steps[-1]
+            self._open.append((candidate, start))
+        last = _last_step_header(block, len(block))
+        if last is not None:
+            line_no = first_line_no + block.count(b"\n", 0, last[0])
+            self._last_step = EvidenceLine(line_no, _decode_clip(block[last[0] : last[1]]))
         if self._open:
-            if lines is None:
-                lines = block.split("\n")
-            self._capture_following(first_line_no, lines)
+            self._capture_following(first_line_no, block)
         # Remember the last lines for the next block's "before" context.
-        real_lines = block.rsplit("\n", CONTEXT_BEFORE + 1)
-        if block.endswith("\n"):
-            real_lines = real_lines[:-1]
+        body = block[:-1] if block.endswith(b"\n") else block
         last_line = first_line_no + _line_count(block) - 1
-        tail = real_lines[-CONTEXT_BEFORE:]
-        self._previous_lines.extend((last_line - len(tail) + 1 + i, clip(t)) for i, t in enumerate(tail))
+        tail = body.rsplit(b"\n", CONTEXT_BEFORE)[-CONTEXT_BEFORE:] if body or block else []
+        self._previous_lines.extend((last_line - len(tail) + 1 + i, _decode_clip(t)) for i, t in enumerate(tail))
 
-    def _steps(self, first_line_no: int, block_bytes: bytes) -> list[EvidenceLine]:
-        steps = []
-        counted_to, line_no = 0, first_line_no
-        for found in STEP_HEADER.finditer(block_bytes):
-            line_no += block_bytes.count(b"\n", counted_to, found.start())
-            counted_to = found.start()
-            steps.append(EvidenceLine(line_no, clip(found.group().decode("utf-8", "replace"))))
-        return steps
+    def _step_before(self, block: bytes, line_start: int, line_no: int) -> EvidenceLine | None:
+        """The step the line at `line_start` (numbered `line_no`) ran in: the last step
+        header at or before it, in this block or an earlier one."""
+        found = _last_step_header(block, line_start)
+        if found is None:
+            return self._last_step
+        return EvidenceLine(line_no - block.count(b"\n", found[0], line_start), _decode_clip(block[found[0] : found[1]]))
 
-    def _capture_following(self, first_line_no: int, lines: list[str]) -> None:
-        still_open = []
-        last_in_block = first_line_no + len(lines) - (2 if lines and lines[-1] == "" else 1)
-        for candidate in self._open:
-            start = max(candidate.match.line_no, first_line_no)
-            for number in range(start, min(candidate.wanted_until, last_in_block) + 1):
-                candidate.lines[number] = clip(lines[number - first_line_no])
-            if candidate.wanted_until > last_in_block:
-                still_open.append(candidate)
+    def _capture_following(self, first_line_no: int, block: bytes) -> None:
+        """Each open candidate's line and the lines after it, up to its context's end."""
+        still_open: list[tuple[_Candidate, int]] = []
+        for candidate, offset in self._open:
+            number = max(candidate.match.line_no, first_line_no)
+            position = offset if candidate.match.line_no >= first_line_no else 0
+            while number <= candidate.wanted_until and position < len(block):
+                end = block.find(b"\n", position)
+                end = len(block) if end < 0 else end
+                candidate.lines[number] = _decode_clip(block[position:end])
+                number, position = number + 1, end + 1
+            if number <= candidate.wanted_until:
+                still_open.append((candidate, 0))
         self._open = still_open
 
     def classes(self) -> list[FailureClass]:
@@ -147,8 +151,38 @@ class EvidenceCollector:
         return bound([EvidenceLine(n, t) for n, t in sorted(chosen.items())])
 
 
-def _line_count(block: str) -> int:
-    return block.count("\n") + (0 if block.endswith("\n") or not block else 1)
+def _line_count(block: bytes) -> int:
+    return block.count(b"\n") + (0 if block.endswith(b"\n") or not block else 1)
+
+
+def _decode_clip(line: bytes) -> str:
+    return clip(line.decode("utf-8", "replace"))
+
+
+def _last_step_header(block: bytes, upto: int) -> tuple[int, int] | None:
+    """Span of the last step header in `block` starting at or before offset `upto` (a
+    line start, or the end of the block). Searched backwards in growing windows: step
+    headers are frequent, so this reads a few KiB instead of the whole block."""
+    search = STEP_HEADER._regexp.Match
+    end = len(block) if upto >= len(block) else block.find(b"\n", upto)
+    end = len(block) if end < 0 else end
+    high, window = upto, 4096
+    while True:
+        low = max(0, high - window)
+        low = block.rfind(b"\n", 0, low) + 1 if low else 0
+        found = None
+        position = low
+        while position <= upto:
+            span = search(_UNANCHORED, block, position, end)[0]
+            if span[0] < 0 or span[0] > upto:
+                break
+            found = span
+            position = span[1] + 1
+        if found is not None:
+            return found
+        if low == 0:
+            return None
+        high, window = low, window * 4
 
 
 def bound(lines: Sequence[EvidenceLine]) -> list[EvidenceLine]:

@@ -67,6 +67,7 @@ class Match:
     pattern: Pattern
     line_no: int
     line: str
+    start: int = 0  # byte offset of the line in the scanned buffer
 
 
 def _options(max_mem: int | None = None) -> re2.Options:
@@ -176,6 +177,8 @@ class KnowledgeBase:
         if self._combined is None or self._attribution is None or not buffer:
             return
         search = self._combined._regexp.Match
+        attribute = self._attribution._set.Match
+        enabled = self._enabled
         unanchored = re2._Anchor.UNANCHORED
         position, line_no, counted_to = 0, first_line_no, 0
         end = len(buffer)
@@ -188,8 +191,8 @@ class KnowledgeBase:
             counted_to = line_start
             line = buffer[line_start : min(line_end, line_start + MAX_ATTRIBUTED_LINE)]
             text = line.decode("utf-8", "replace")
-            for index in sorted(self._attribution.Match(line) or ()):
-                yield Match(self._enabled[index], line_no, text)
+            for index in sorted(attribute(line) or ()):
+                yield Match(enabled[index], line_no, text, line_start)
             # One report per line: continue after it (patterns are line-scoped).
             position = line_end + 1
 

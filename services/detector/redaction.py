@@ -23,8 +23,9 @@ from functools import lru_cache
 
 import re2
 
-_PRIVATE_KEY_BEGIN = re.compile(r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY( BLOCK)?-----|PuTTY-User-Key-File-[0-9]+:")
-_PRIVATE_KEY_END = re.compile(r"-----END ([A-Z0-9 ]*)PRIVATE KEY( BLOCK)?-----|Private-MAC: [0-9a-f]+")
+_PRIVATE_KEY_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY( BLOCK)?-----|PuTTY-User-Key-File-[0-9]+:")
+_PRIVATE_KEY_END = re.compile(rb"-----END ([A-Z0-9 ]*)PRIVATE KEY( BLOCK)?-----|Private-MAC: [0-9a-f]+")
+_REDACTED_KEY = b"[REDACTED:private_key]"
 # A block with no END line is redacted to this many lines and then given up on.
 MAX_PRIVATE_KEY_LINES = 200
 MIN_ENTROPY_VALUE_LENGTH = 20
@@ -103,6 +104,9 @@ _OWN_RULES = [
 ]
 
 
+_UNANCHORED = re2._Anchor.UNANCHORED
+
+
 @dataclass
 class _CompiledRule:
     rule: RedactionRule
@@ -117,6 +121,12 @@ class _RuleSet:
     prefilter: re2._Regexp
 
 
+_VALUE_CHAR = "[A-Za-z0-9+/_=-]"
+_RANDOM_RUN = (
+    "{c}*(?:[A-Z]{c}*(?:[a-z]{c}*[0-9]|[0-9]{c}*[a-z])|[a-z]{c}*(?:[A-Z]{c}*[0-9]|[0-9]{c}*[A-Z])"
+    "|[0-9]{c}*(?:[A-Z]{c}*[a-z]|[a-z]{c}*[A-Z]))"
+).format(c=_VALUE_CHAR)
+
 # Cheap triggers that every rule's match contains (a literal, a keyword, or the
 # shape of a long token after "=" or ":"). One alternation of the full rules
 # makes RE2's DFA too large to be fast; these keep the whole-text pass at DFA
@@ -130,7 +140,16 @@ _TRIGGERS = [
     # flagged GitLab's "section_start:<epoch>:<name>" lines and long words, thousands per MiB.
     r"AC[a-z0-9]{32}|SK[a-z0-9]{32}|[0-9a-z]{32}-us[0-9]|[0-9]{8}:[0-9A-Za-z_-]{35}"
     r"|[MNO][a-zA-Z0-9_-]{23,25}\.[a-zA-Z0-9_-]{6}\.",
-    r"[=:]\s*[\"']?[A-Za-z0-9+/_=-]{20}",
+    # Keyword heads of the detect-secrets rules (AWS, Cloudant, SoftLayer) and of the
+    # api-key/access-key spellings that the keyword trigger above does not name: each is a
+    # substring of every match of its rule.
+    r"(?i)aws.{0,20}?(?:key|pwd|pw|pass|token)|(?:cloudant|cl|clou)[_-]?(?:api)?(?:key|pwd|pw|pass|token)"
+    r"|(?:softlayer|sl)[_-]?(?:api)?[_-]?(?:key|pwd|pass|token)|api-key|access-key",
+    # A value the entropy rule could redact: after "=" or ":", a run of its characters that
+    # mixes upper case, lower case and digits (`_looks_random` demands all three). Runs of
+    # one case and digits (hex digests, "section_start:<epoch>:<name>", progress bars) do
+    # not qualify, which spares a thousand lines per MiB of ordinary logs.
+    r"[=:]\s*[\"']?" + _RANDOM_RUN,
 ]
 
 
@@ -193,10 +212,11 @@ def _is_placeholder(value: str) -> bool:
     )
 
 
-def _redact_line(line: str, rules: _RuleSet, kinds: Counter[str]) -> str:
+def _redact_line(line: bytes, rules: _RuleSet, kinds: Counter[str]) -> bytes:
+    """One line (UTF-8, no line break) with every rule that matches it applied."""
     # Named kinds first, the generic entropy rule last (it comes last in the list).
-    for index in sorted(rules.selector.Match(line) or ()):
-        line = _apply(line, rules.rules[index], kinds)
+    for index in sorted(rules.selector._set.Match(line) or ()):
+        line = _apply_bytes(line, rules.rules[index], kinds)
     return line
 
 
@@ -225,31 +245,46 @@ def _may_hold_random_value(line: str) -> bool:
 
 
 def _apply(line: str, compiled: _CompiledRule, kinds: Counter[str]) -> str:
-    if compiled.rule.kind == "high_entropy_value" and not _may_hold_random_value(line):
+    """`line` with the matches of one rule replaced by `[REDACTED:<kind>]`."""
+    return _apply_bytes(line.encode("utf-8", "surrogatepass"), compiled, kinds).decode("utf-8", "surrogatepass")
+
+
+def _apply_bytes(line: bytes, compiled: _CompiledRule, kinds: Counter[str]) -> bytes:
+    # RE2 on bytes directly: the re2 module's str API re-encodes the line and maps
+    # offsets back on every match, which cost more than the matching itself.
+    entropy = compiled.rule.kind == "high_entropy_value"
+    if entropy and not _may_hold_random_value(line.decode("utf-8", "surrogatepass")):
         return line
-    pieces: list[str] = []
-    last = 0
-    for match in compiled.regexp.finditer(line):
-        group = compiled.rule.group
-        start, end = match.span(group if match.group(group) is not None else 0)
-        secret = line[start:end]
+    search = compiled.regexp._regexp.Match
+    group = compiled.rule.group
+    pieces: list[bytes] = []
+    last, position, length = 0, 0, len(line)
+    while position <= length:
+        spans = search(_UNANCHORED, line, position, length)
+        whole = spans[0]
+        if whole[0] < 0:
+            break
+        position = whole[1] if whole[1] > whole[0] else whole[1] + 1
+        start, end = spans[group] if spans[group][0] >= 0 else whole
+        raw = line[start:end]
         if group == 0:
-            stripped = secret.strip(" \t=:\"'")
-            start += secret.find(stripped)
+            stripped = raw.strip(b" \t=:\"'")
+            start += raw.find(stripped)
             end = start + len(stripped)
-            secret = stripped
-        if not secret or _is_placeholder(secret) or start < last:
+            raw = stripped
+        if not raw or start < last:
             continue
-        if compiled.rule.kind in ("high_entropy_value",) and not _looks_random(secret):
+        secret = raw.decode("utf-8", "surrogatepass")
+        if _is_placeholder(secret) or entropy and not _looks_random(secret):
             continue
         pieces.append(line[last:start])
-        pieces.append(f"[REDACTED:{compiled.rule.kind}]")
+        pieces.append(b"[REDACTED:%s]" % compiled.rule.kind.encode())
         kinds[compiled.rule.kind] += 1
         last = end
     if not pieces:
         return line
     pieces.append(line[last:])
-    return "".join(pieces)
+    return b"".join(pieces)
 
 
 class StreamingRedactor:
@@ -257,11 +292,13 @@ class StreamingRedactor:
 
     `feed` returns the redacted complete lines seen so far (ending in "\\n") and
     keeps the partial last line for the next call; `finish` flushes it.
+    `feed_bytes`/`finish_bytes` do the same on UTF-8 bytes (one redactor uses one of the two).
     """
 
     def __init__(self, max_pending_line: int = 1 << 20) -> None:
         self._rules = _rule_set()
         self._pending = ""
+        self._pending_bytes = b""
         self._in_private_key = 0  # lines redacted so far inside an open block (0 = not inside)
         self._max_pending_line = max_pending_line
         self.kinds: Counter[str] = Counter()
@@ -282,23 +319,49 @@ class StreamingRedactor:
         text, self._pending = self._pending, ""
         return self._redact_block(text) if text else ""
 
+    def feed_bytes(self, data: bytes) -> bytes:
+        """Like `feed`, for UTF-8 bytes (a runaway line is cut at a character boundary)."""
+        data = self._pending_bytes + data if self._pending_bytes else data
+        cut = data.rfind(b"\n") + 1
+        if cut == 0 and len(data) > self._max_pending_line:
+            cut = len(data)
+            while cut > len(data) - 4 and cut > 0 and 0x80 <= data[cut - 1] < 0xC0:
+                cut -= 1
+            if cut > 0 and data[cut - 1] >= 0xC0:
+                cut -= 1  # do not split the character that byte starts
+            cut = cut or len(data)
+        self._pending_bytes = data[cut:]
+        return self.redact_lines(data[:cut]) if cut else b""
+
+    def finish_bytes(self) -> bytes:
+        data, self._pending_bytes = self._pending_bytes, b""
+        return self.redact_lines(data) if data else b""
+
     def result(self, text: str) -> RedactionResult:
         return RedactionResult(text, self.count, dict(self.kinds))
 
     def _redact_block(self, block: str) -> str:
         encoded = block.encode("utf-8", "surrogatepass")
+        redacted = self.redact_lines(encoded)
+        return block if redacted is encoded else redacted.decode("utf-8", "surrogatepass")
+
+    def redact_lines(self, encoded: bytes) -> bytes:
+        """Redact whole lines of UTF-8 (the last may lack its line break); returns
+        `encoded` itself when nothing changed."""
         out: list[bytes] = []
         last = 0
         # Lazily: redacting a line may open a private key block, which flags the lines after it.
         for line_start, line_end in self._flagged_lines(encoded):
-            out.append(encoded[last:line_start])
-            line = encoded[line_start:line_end].decode("utf-8", "surrogatepass")
-            out.append(self._redact_flagged_line(line).encode("utf-8", "surrogatepass"))
-            last = line_end
+            line = encoded[line_start:line_end]
+            redacted = self._redact_flagged_line(line)
+            if redacted != line:
+                out.append(encoded[last:line_start])
+                out.append(redacted)
+                last = line_end
         if not out:
-            return block
+            return encoded
         out.append(encoded[last:])
-        return b"".join(out).decode("utf-8", "surrogatepass")
+        return b"".join(out)
 
     def _flagged_lines(self, encoded: bytes) -> Iterator[tuple[int, int]]:
         """(start, end) byte spans of lines a rule may match, or inside a key block."""
@@ -321,15 +384,15 @@ class StreamingRedactor:
             yield line_start, line_end
             position = line_end + 1
 
-    def _redact_flagged_line(self, line: str) -> str:
+    def _redact_flagged_line(self, line: bytes) -> bytes:
         if self._in_private_key:
             end = _PRIVATE_KEY_END.search(line)
             self._in_private_key += 1
             if end is None and self._in_private_key <= MAX_PRIVATE_KEY_LINES:
-                return "[REDACTED:private_key]" if line.strip() else line
+                return _REDACTED_KEY if line.decode("utf-8", "surrogatepass").strip() else line
             self._in_private_key = 0
-            rest = line[end.end():] if end is not None else ""
-            return "[REDACTED:private_key]" + (self._redact_flagged_line(rest) if rest else "")
+            rest = line[end.end():] if end is not None else b""
+            return _REDACTED_KEY + (self._redact_flagged_line(rest) if rest else b"")
         begin = _PRIVATE_KEY_BEGIN.search(line)
         if begin is not None:
             head = _redact_line(line[: begin.start()], self._rules, self.kinds)
@@ -337,9 +400,9 @@ class StreamingRedactor:
             end = _PRIVATE_KEY_END.search(line, begin.end())
             if end is None:
                 self._in_private_key = 1
-                return head + "[REDACTED:private_key]"
+                return head + _REDACTED_KEY
             rest = line[end.end():]
-            return head + "[REDACTED:private_key]" + (self._redact_flagged_line(rest) if rest else "")
+            return head + _REDACTED_KEY + (self._redact_flagged_line(rest) if rest else b"")
         return _redact_line(line, self._rules, self.kinds)
 
 

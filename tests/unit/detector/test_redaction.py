@@ -135,3 +135,36 @@ def test_unterminated_key_block_is_redacted_to_the_end() -> None:
 def test_masked_values_and_references_are_left_alone() -> None:
     text = "  GITHUB_TOKEN: ***\n  API_KEY=${{ secrets.API_KEY }}\n  password: $DB_PASSWORD\n"
     assert redact(text).text == text
+
+
+def _every_line_redacted(text: str) -> str:
+    """Reference: every rule the RE2 set says matches, applied to every line (no
+    prefilter, no entropy gate shortcut) — the fast path must redact exactly this."""
+    from collections import Counter
+
+    from services.detector.redaction import _redact_line, _rule_set
+
+    rules, kinds = _rule_set(), Counter[str]()
+    return "\n".join(
+        _redact_line(line.encode(), rules, kinds).decode() for line in text.split("\n")
+    )
+
+
+def test_the_prefilter_flags_every_line_a_rule_would_redact() -> None:
+    rng = random.Random(11)
+    lower_digits = string.ascii_lowercase + string.digits
+    lines = [line for _ in range(20) for line, _secret in _planted(rng)] + ORDINARY
+    for _ in range(300):
+        # Values the tightened "long value after = or :" trigger no longer flags by itself
+        # (one case and digits only) behind the keywords of rules that capture such values.
+        value = _random(rng, rng.choice([lower_digits, string.ascii_lowercase, string.ascii_uppercase + "/+"]), 40)
+        head = rng.choice([
+            "aws_pw: '{v}'", "aws pass='{v}'", "AWS key: \"{v}\"", "cl_pass = {v}", "cloudant-key: {v}",
+            "clpw={v}", "sl_api_key: {v}", "softlayer_pass = {v}", "api-key: {v}", "access-key={v}",
+            "--api-key={v}", "x-api-key: {v}", "config: {v}", "KEY={v}", "sha256:{v}",
+        ])
+        lines.append(head.format(v=value))
+        mixed = _random(rng, ALNUM + "+/_=-", rng.randint(18, 50))
+        lines.append(rng.choice(["{k}={v}", "{k}: '{v}'", "{k} = \"{v}\"", "x={k}={v}"]).format(k=rng.choice(["a", "ID", "x.y"]), v=mixed))
+    text = "\n".join(lines) + "\n"
+    assert redact(text).text == _every_line_redacted(text)
