@@ -5,9 +5,9 @@ servicer, reflection, and a graceful stop on SIGTERM that drains in-flight calls
 Why grpc.aio and not the thread-pool server: the coordinator's etcd client
 (etcd3aio) is asyncio-native, leases must be kept alive while RPCs run, and the
 server streams (WatchActions) and client streams (StreamFailure) are natural as
-async iterators. The sync server answered about 20% more echo calls per second in
-the measurement quoted by issue 3 (not re-measured here); a heal costs ~100 echo
-hops of latency (bench/heal_path.py), so the transport is not what limits it.
+async iterators. bench/transport.py measured the sync server ~10% ahead on a bare
+echo (aio/sync 0.91); a heal costs ~100 echo hops of latency (bench/heal_path.py), so
+the transport is not what limits it.
 """
 
 from __future__ import annotations
