@@ -8,16 +8,23 @@ All of it travels through etcd, so it needs no RPC of its own:
   so the list never grows beyond the live tokens.
 - `/healing-guard/revoked/subject/<tenant>/<subject>`: a temporary lockout (threat
   response), under a lease of the lockout's length.
+- `/healing-guard/revoked/tenant/<tenant>`: a suspended tenant (value: JSON reason,
+  time), put by tenancy's SuspendTenant with no lease and deleted when a platform
+  admin resumes the tenant (UpdateTenant with state ACTIVE). Every token of that
+  tenant is refused by every service; platform admins (tenant "platform") and
+  service tokens (tenant "*") are never suspended this way.
 - `/healing-guard/jwks`: the JWKS tenancy publishes when it rotates signing keys;
   services trust its keys in addition to the JWKS file they started with.
 - `/healing-guard/security/reports/<service>/<ns>-<rand>`: batches of refused
   calls (UNAUTHENTICATED / PERMISSION_DENIED) that tenancy's threat rules read.
 
-Bounded staleness: every service watches the revocation prefix (a revocation
-applies within one watch event, milliseconds on loopback) and re-reads the whole
-prefix every `RESYNC_INTERVAL_S`, so even a silently stalled watch lets a revoked
-token through for at most that long. While etcd is unreachable a service keeps its
-last list and logs; tokens are short-lived (at most a day, one hour by default).
+Bounded staleness: every service watches the revocation prefix (a revocation or
+suspension applies within one watch event, milliseconds on loopback) and re-reads
+the whole prefix every `RESYNC_INTERVAL_S`, so even a silently stalled watch (or a
+watch event overtaken by a resync's older snapshot) lets a revoked token or a
+suspended tenant through for at most that long plus one etcd read (5 s timeout).
+While etcd is unreachable a service keeps its last list and logs; tokens are
+short-lived (at most a day, one hour by default).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from typing import Any
 
 import jwt
 
+from services.common.auth import PLATFORM_TENANT
 from services.common.errors import HealingGuardError, PermissionDenied, Unauthenticated
 from services.common.tokens import Principal, TokenVerifier
 
@@ -43,6 +51,7 @@ log = logging.getLogger(__name__)
 REVOKED_PREFIX = "/healing-guard/revoked/"
 JTI_PREFIX = REVOKED_PREFIX + "jti/"
 SUBJECT_PREFIX = REVOKED_PREFIX + "subject/"
+TENANT_PREFIX = REVOKED_PREFIX + "tenant/"
 JWKS_KEY = "/healing-guard/jwks"
 REPORTS_PREFIX = "/healing-guard/security/reports/"
 
@@ -51,9 +60,26 @@ REPORT_FLUSH_S = 1.0  # refused calls are batched this long before reaching etcd
 REPORT_TTL_S = 120  # report batches expire from etcd after this
 REPORT_BATCH_MAX = 500  # at most this many refusals per batch; the rest are counted
 
+SERVICE_TENANT = "*"  # the tenant claim of service tokens (deploy/mesh.py mints them)
+# Suspension is a tenant's state; platform admins and services are not tenants and must
+# stay able to act (not least to resume the tenant), whatever etcd says.
+NEVER_SUSPENDED = frozenset({PLATFORM_TENANT, SERVICE_TENANT})
+SUSPENDED_PHRASE = " is suspended: "  # in the refusal message; how tenancy recognises the refusal
+
 
 def lockout_key(tenant: str, subject: str) -> str:
     return f"{SUBJECT_PREFIX}{tenant}/{subject}"
+
+
+def suspension_key(tenant: str) -> str:
+    return f"{TENANT_PREFIX}{tenant}"
+
+
+def suspension_message(tenant: str, reason: str) -> str:
+    return (
+        f"tenant {tenant!r}{SUSPENDED_PHRASE}{reason}; every token of the tenant is refused "
+        "until a platform admin resumes it"
+    )
 
 
 class RevocationList:
@@ -64,6 +90,7 @@ class RevocationList:
         self._lock = threading.Lock()
         self._jtis: dict[str, float] = {}  # jti -> when it may be forgotten (0 = never)
         self._lockouts: dict[str, float] = {}  # "tenant/subject" -> locked until
+        self._suspended: dict[str, str] = {}  # tenant -> reason
         self.synced_at = 0.0
 
     def is_revoked(self, jti: str) -> bool:
@@ -76,6 +103,21 @@ class RevocationList:
         if until is None or until <= self._clock():
             return None
         return until
+
+    def suspension(self, tenant: str) -> str | None:
+        """Why `tenant` is suspended, or None if it is not (never for platform or services)."""
+        if tenant in NEVER_SUSPENDED:
+            return None
+        with self._lock:
+            return self._suspended.get(tenant)
+
+    def suspend(self, tenant: str, reason: str) -> None:
+        with self._lock:
+            self._suspended[tenant] = reason
+
+    def resume(self, tenant: str) -> None:
+        with self._lock:
+            self._suspended.pop(tenant, None)
 
     def revoke(self, jti: str, forget_after: float = 0.0) -> None:
         with self._lock:
@@ -101,6 +143,15 @@ class RevocationList:
                     self._lockouts.pop(who, None)
                 else:
                     self._lockouts[who] = float(_json(value).get("until", 0.0))
+        elif key.startswith(TENANT_PREFIX):
+            tenant = key[len(TENANT_PREFIX) :]
+            with self._lock:
+                if value is None:
+                    self._suspended.pop(tenant, None)
+                else:
+                    # An unreadable value still suspends: fail closed, say so.
+                    reason = _json(value).get("reason")
+                    self._suspended[tenant] = str(reason)[:500] if reason else "no reason recorded"
 
     def replace(self, items: Sequence[tuple[str, bytes]]) -> None:
         """Replace everything with a full read of the prefix (the periodic resync)."""
@@ -113,11 +164,12 @@ class RevocationList:
             pending = {j: t for j, t in self._jtis.items() if t and t > now and j not in fresh._jtis}
             self._jtis = {**fresh._jtis, **pending}
             self._lockouts = fresh._lockouts
+            self._suspended = fresh._suspended
             self.synced_at = now
 
 
 class GuardedVerifier(TokenVerifier):
-    """A TokenVerifier that also refuses revoked tokens and locked-out subjects."""
+    """A TokenVerifier that also refuses revoked tokens, suspended tenants and locked-out subjects."""
 
     def __init__(self, *args: Any, revocations: RevocationList, **kwargs: Any) -> None:
         super().__init__(*args, is_revoked=revocations.is_revoked, **kwargs)
@@ -141,6 +193,14 @@ class GuardedVerifier(TokenVerifier):
 
     def verify(self, token: str) -> Principal:
         principal = super().verify(token)
+        reason = self.revocations.suspension(principal.tenant)
+        if reason is not None:
+            # PERMISSION_DENIED, not UNAUTHENTICATED: the token is authentic and says who
+            # is calling; what is refused is the tenant acting at all. A fresh token cannot
+            # help (IssueToken refuses suspended tenants), so clients must not be invited to
+            # re-authenticate, and these refusals must not count as failed authentications
+            # in the threat rules. Lockouts answer the same way.
+            raise PermissionDenied(suspension_message(principal.tenant, reason))
         until = self.revocations.locked_until(principal.tenant, principal.subject)
         if until is not None:
             raise PermissionDenied(
@@ -174,6 +234,15 @@ class Refusal:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Refusal:
         return cls(**{name: data.get(name, "") for name in cls.__dataclass_fields__})  # type: ignore[arg-type]
+
+
+def is_suspension_refusal(refusal: Refusal) -> bool:
+    """Was this call refused because the token's tenant is suspended?"""
+    return (
+        refusal.status == "PERMISSION_DENIED"
+        and bool(refusal.tenant)
+        and refusal.reason.startswith(f"tenant {refusal.tenant!r}{SUSPENDED_PHRASE}")
+    )
 
 
 def refusal_of(

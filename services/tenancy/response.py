@@ -7,11 +7,14 @@ answers detected threats.
 - Revocations go to `/healing-guard/revoked/jti/<jti>` under a lease that ends a
   minute after the token would have expired; lockouts to
   `/healing-guard/revoked/subject/<tenant>/<subject>` under a lease of the lockout's
-  length. Both are applied to tenancy's own list at once, too.
+  length. Suspended tenants go to `/healing-guard/revoked/tenant/<tenant>` with no
+  lease (deleted on resume; reconciled with the store at every start). All are
+  applied to tenancy's own list at once, too.
 - The JWKS (current key and keys in their overlap window) goes to `/healing-guard/jwks`.
 - `ThreatResponder` follows `/healing-guard/security/reports/`, runs the rules of
   `threats.py` and carries out the responses, each detection a security event and a
-  SECURITY_EVENT audit entry.
+  SECURITY_EVENT audit entry. A call refused because its tenant is suspended is
+  recorded the same way (kind `suspended_tenant_use`, once per subject per minute).
 
 Without etcd (unit tests, a lone process) publication is skipped; local state still
 changes.
@@ -31,9 +34,12 @@ from services.common.security import (
     JTI_PREFIX,
     JWKS_KEY,
     REPORTS_PREFIX,
+    TENANT_PREFIX,
     Refusal,
     RevocationList,
+    is_suspension_refusal,
     lockout_key,
+    suspension_key,
 )
 from services.tenancy.store import TenancyStore
 from services.tenancy.tenants import Tenant
@@ -44,6 +50,8 @@ log = logging.getLogger(__name__)
 TENANT_CONFIG_PREFIX = "/healing-guard/config/tenants/"
 UNKNOWN_EXPIRY_TTL_S = 8 * 86_400  # tokens tenancy did not issue (CLI-minted) live at most 7 days
 ETCD_TIMEOUT_S = 5.0
+SUSPENDED_USE_WINDOW_S = 60.0  # one security event per suspended subject per window
+SUSPENDED_USE_KIND = "suspended_tenant_use"
 
 Record = Callable[[str, str, str, dict[str, Any]], Awaitable[None]]
 
@@ -87,6 +95,35 @@ class Publisher:
             timeout=ETCD_TIMEOUT_S,
         )
 
+    async def suspend(self, tenant: str, reason: str, now: float) -> None:
+        """Refuse every token of `tenant` everywhere (no lease: it lasts until resumed)."""
+        self.revocations.suspend(tenant, reason)
+        if self.etcd is None:
+            return
+        body = json.dumps({"reason": reason, "suspended_at": now})
+        await self.etcd.kv.put(suspension_key(tenant), body, timeout=ETCD_TIMEOUT_S)
+
+    async def resume(self, tenant: str) -> None:
+        self.revocations.resume(tenant)
+        if self.etcd is not None:
+            await self.etcd.kv.delete(suspension_key(tenant), timeout=ETCD_TIMEOUT_S)
+
+    async def reconcile_suspensions(self, suspended: Mapping[str, str], now: float) -> None:
+        """Make etcd's suspended tenants exactly the store's (a change may have missed etcd)."""
+        for tenant, reason in suspended.items():
+            await self.suspend(tenant, reason, now)
+        if self.etcd is None:
+            return
+        from etcd3aio.kv import prefix_range_end
+
+        found = await self.etcd.kv.get(
+            TENANT_PREFIX, range_end=prefix_range_end(TENANT_PREFIX), keys_only=True, timeout=ETCD_TIMEOUT_S
+        )
+        for kv in found.kvs:
+            tenant = kv.key.decode()[len(TENANT_PREFIX) :]
+            if tenant not in suspended:
+                await self.resume(tenant)
+
     async def jwks(self, jwks: Mapping[str, Any]) -> None:
         if self.etcd is not None:
             await self.etcd.kv.put(JWKS_KEY, json.dumps(jwks, sort_keys=True), timeout=ETCD_TIMEOUT_S)
@@ -109,8 +146,12 @@ class ThreatResponder:
         self.record = record
         self.clock = clock
         self._task: asyncio.Task[None] | None = None
+        self._suspended_seen: dict[tuple[str, str], float] = {}  # (tenant, subject) -> recorded at
 
     async def handle(self, refusal: Refusal) -> Detection | None:
+        if is_suspension_refusal(refusal):
+            await self._suspended_use(refusal)
+            return None
         detection = self.detector.observe(refusal)
         if detection is None:
             return None
@@ -152,30 +193,69 @@ class ThreatResponder:
                     done.append("alert")
             except Exception:
                 log.exception("threat response %s for %s failed", response.value, detection.kind.value)
-        event_id = uuid.uuid4().hex
-        self.store.add_security_event(
-            event_id,
+        await self._event(
             detection.tenant,
             detection.kind.value,
             detection.source,
+            detection.subject,
+            detection.token_id,
             detection.detail,
-            ",".join(done),
+            done,
             detection.at,
         )
+        return detection
+
+    async def _suspended_use(self, refusal: Refusal) -> None:
+        """A suspended tenant's token was presented: one event per subject per window.
+
+        The refusal's claims are marked unverified (the verifier refused before the guard
+        knew the principal), but only a token whose signature verified reaches the
+        suspension check, so its tenant and subject are the token's own.
+        """
+        key = (refusal.tenant, refusal.subject)
+        last = self._suspended_seen.get(key)
+        if last is not None and refusal.at - last < SUSPENDED_USE_WINDOW_S:
+            return
+        self._suspended_seen = {
+            k: t for k, t in self._suspended_seen.items() if refusal.at - t < SUSPENDED_USE_WINDOW_S
+        }
+        self._suspended_seen[key] = refusal.at
+        detail = (
+            f"token {refusal.jti[:40]!r} of subject {refusal.subject[:64]!r} of suspended tenant "
+            f"{refusal.tenant!r} presented to {refusal.service}.{refusal.method}"
+        )
+        await self._event(
+            refusal.tenant, SUSPENDED_USE_KIND, refusal.source, refusal.subject, refusal.jti, detail, ["refused"],
+            refusal.at,
+        )
+
+    async def _event(
+        self,
+        tenant: str,
+        kind: str,
+        source: str,
+        subject: str,
+        token_id: str,
+        detail: str,
+        responses: list[str],
+        at: float,
+    ) -> None:
+        """A security event in the store (ListSecurityEvents) and a SECURITY_EVENT audit entry."""
+        event_id = uuid.uuid4().hex
+        self.store.add_security_event(event_id, tenant, kind, source, detail, ",".join(responses), at)
         await self.record(
             "SECURITY_EVENT",
-            detection.tenant or "platform",
+            tenant or "platform",
             f"security/{event_id}",
             {
-                "kind": detection.kind.value,
-                "source": detection.source,
-                "subject": detection.subject,
-                "token_id": detection.token_id,
-                "detail": detection.detail,
-                "responses": done,
+                "kind": kind,
+                "source": source,
+                "subject": subject,
+                "token_id": token_id,
+                "detail": detail,
+                "responses": responses,
             },
         )
-        return detection
 
     async def follow(self, etcd: Any) -> None:
         """Read every report batch under REPORTS_PREFIX from now on, and delete what was read."""

@@ -23,7 +23,7 @@ from services.common.audit_trail import AuditTrail
 from services.common.config import ServiceConfig
 from services.common.convert import seconds, timestamp
 from services.common.envelope import Envelope, LocalMasterKey
-from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable
 from services.common.runtime import Assembly, Runtime
 from services.common.server import ServiceDefinition
 from services.common.tokens import load_signer
@@ -176,6 +176,11 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
                 )
             current.display_name = request.tenant.display_name
             changes.append("display_name")
+        resuming = tenants.resumes(current, request.tenant.state)
+        if resuming:
+            _require_platform_admin("resuming a suspended tenant")
+            current.state, current.suspended_reason = tenants.TenantState.TENANT_STATE_ACTIVE, ""
+            changes.append("state")
         plain, secrets = tenants.split_config(dict(request.tenant.config))
         current.config = tenants.merge_config(current.config, plain)
         sealed = self._seal(tenant_id, secrets)  # everything validated before anything is stored
@@ -190,6 +195,8 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
             f"tenant/{tenant_id}",
             {"change": "update_tenant", "fields": changes, "by": auth.current_principal().subject},
         )
+        if resuming:
+            await self._publish_suspension(current)
         return self._tenant_message(current)
 
     async def SuspendTenant(self, request, context):  # type: ignore[no-untyped-def]
@@ -201,7 +208,6 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
         tenant.state = tenants.TenantState.TENANT_STATE_SUSPENDED
         tenant.suspended_reason = request.reason or "suspended by a platform admin"
         self.store.update_tenant(tenant)
-        await self._publish(tenant)
         await self._record(
             "ADMIN_CHANGE",
             tenant.tenant_id,
@@ -212,7 +218,30 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
                 "by": auth.current_principal().subject,
             },
         )
+        await self._publish_suspension(tenant)
+        await self._publish(tenant)
         return self._tenant_message(tenant)
+
+    async def _publish_suspension(self, tenant: tenants.Tenant) -> None:
+        """Tell every service (through etcd) to refuse, or again admit, the tenant's tokens.
+
+        Unlike plan and config, this must not be skipped silently: if etcd is away the
+        caller gets UNAVAILABLE and retries (both directions are idempotent); the store
+        already holds the new state, and tenancy republishes it from the store at start.
+        """
+        suspended = tenant.state is tenants.TenantState.TENANT_STATE_SUSPENDED
+        try:
+            if suspended:
+                await self.publisher.suspend(tenant.tenant_id, tenant.suspended_reason, self.clock())
+            else:
+                await self.publisher.resume(tenant.tenant_id)
+        except Exception as error:
+            log.warning("publishing the state of tenant %s to etcd failed", tenant.tenant_id, exc_info=True)
+            action = "SuspendTenant" if suspended else "UpdateTenant (state ACTIVE)"
+            raise Unavailable(
+                f"tenant {tenant.tenant_id!r} is {'suspended' if suspended else 'active'} in tenancy's store, "
+                f"but other services could not be told ({type(error).__name__}); retry {action}"
+            ) from error
 
     # -- tokens ----------------------------------------------------------------------------
     async def IssueToken(self, request, context):  # type: ignore[no-untyped-def]
@@ -481,6 +510,10 @@ async def build(config: ServiceConfig, runtime: Runtime) -> Assembly:
 
     async def started(server: Any) -> None:
         now = time.time()
+        try:  # a suspension or resume may have missed etcd: the store is the truth
+            await publisher.reconcile_suspensions(store.suspended_tenants(), now)
+        except Exception:
+            log.warning("republishing suspended tenants to etcd failed", exc_info=True)
         for row in store.revoked_since(now):  # republish (leases may have lapsed while we were down)
             with contextlib.suppress(Exception):
                 await publisher.revoke(

@@ -147,6 +147,15 @@ class TenancyStore:
             ).fetchall()
         return [_tenant(row) for row in rows]
 
+    def suspended_tenants(self) -> dict[str, str]:
+        """Every suspended tenant and why (what tenancy republishes to etcd at start)."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT tenant_id, suspended_reason FROM tenants WHERE state = ? ORDER BY tenant_id",
+                (int(TenantState.TENANT_STATE_SUSPENDED),),
+            ).fetchall()
+        return {row["tenant_id"]: row["suspended_reason"] for row in rows}
+
     def update_tenant(self, tenant: Tenant) -> Tenant:
         with self.db.transaction() as conn:
             cursor = conn.execute(

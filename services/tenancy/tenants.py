@@ -44,6 +44,28 @@ def validate_tenant_id(tenant_id: str, field_name: str = "tenant_id") -> str:
     return tenant_id
 
 
+def resumes(current: Tenant, requested_state: int, field_name: str = "tenant.state") -> bool:
+    """Does an UpdateTenant asking for `requested_state` resume `current`?
+
+    UpdateTenant only ever resumes: suspending needs SuspendTenant (and its reason).
+    Unspecified, or the state the tenant is already in, changes nothing (so a
+    read-modify-write of the tenant message is harmless).
+    """
+    try:
+        state = TenantState(requested_state)
+    except ValueError:
+        raise InvalidArgument(
+            field_name, f"must be TENANT_STATE_ACTIVE or left unspecified, got {requested_state}"
+        ) from None
+    if state is TenantState.TENANT_STATE_UNSPECIFIED or state is current.state:
+        return False
+    if state is TenantState.TENANT_STATE_SUSPENDED:
+        raise InvalidArgument(
+            field_name, "UpdateTenant can only resume a tenant (TENANT_STATE_ACTIVE); suspend with SuspendTenant"
+        )
+    return True
+
+
 def new_tenant(tenant_id: str, display_name: str, plan: str, now: float) -> Tenant:
     validate_tenant_id(tenant_id)
     if tenant_id in RESERVED_IDS:

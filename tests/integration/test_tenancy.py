@@ -254,3 +254,98 @@ def test_a_token_request_for_roles_the_caller_does_not_hold_is_refused(
             )
     assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
     assert "cannot issue roles you do not hold: operator" in caught.value.details()
+
+
+def _refusal_within(call, bound_s: float, what: str) -> tuple[grpc.RpcError, float]:  # type: ignore[no-untyped-def]
+    """Poll `call` until it is refused; give up after `bound_s` saying what still answered."""
+    started = time.monotonic()
+    while True:
+        try:
+            call()
+        except grpc.RpcError as error:
+            if error.code() is not grpc.StatusCode.PERMISSION_DENIED:
+                raise
+            return error, time.monotonic() - started
+        if time.monotonic() - started > bound_s:
+            raise AssertionError(f"{what} still answered {bound_s:.0f} s after SuspendTenant")
+        time.sleep(0.1)
+
+
+def test_a_suspended_tenants_tokens_are_refused_by_every_service_within_the_staleness_bound(
+    admin, connection, signer, tenant: str, operator
+) -> None:  # type: ignore[no-untyped-def]
+    from deploy.client import MeshClient
+    from healing_guard.audit.v1 import audit_pb2
+    from healing_guard.detector.v1 import detector_pb2
+    from services.common.security import RESYNC_INTERVAL_S
+
+    other_tenant = f"t-{uuid.uuid4().hex[:10]}"
+    admin.tenancy.CreateTenant(
+        tenancy_pb2.CreateTenantRequest(tenant_id=other_tenant, plan="team"), metadata=admin.metadata, timeout=10
+    )
+
+    def calls(client: MeshClient) -> dict[str, object]:
+        md = client.metadata
+        return {
+            "detector.ListClusters": lambda: client.detector.ListClusters(
+                detector_pb2.ListClustersRequest(), metadata=md, timeout=10
+            ),
+            "planner.GetPolicy": lambda: client.planner.GetPolicy(
+                planner_pb2.GetPolicyRequest(), metadata=md, timeout=10
+            ),
+            "audit.GetSignedTreeHead": lambda: client.audit.GetSignedTreeHead(
+                audit_pb2.GetSignedTreeHeadRequest(), metadata=md, timeout=10
+            ),
+        }
+
+    suspended_calls = calls(operator)
+    for call in suspended_calls.values():
+        call()  # admitted before the suspension (and now in every verifier's cache)
+    since = time.time()
+    admin.tenancy.SuspendTenant(
+        tenancy_pb2.SuspendTenantRequest(tenant_id=tenant, reason="unpaid invoice 42"),
+        metadata=admin.metadata,
+        timeout=10,
+    )
+    # The stated bound: one watch event normally; a resync interval plus one etcd read at worst.
+    bound = RESYNC_INTERVAL_S + 5.0
+    for name, call in suspended_calls.items():
+        error, _ = _refusal_within(call, bound, f"{name} for suspended tenant {tenant}")
+        assert f"tenant {tenant!r} is suspended: unpaid invoice 42" in error.details(), name
+
+    other_token = signer.mint(subject="ci-bot", tenant=other_tenant, roles=["operator", "viewer"], ttl_seconds=600)
+    with MeshClient(connection, token=other_token) as other:
+        for call in calls(other).values():
+            call()  # another tenant is untouched
+
+    deadline = time.monotonic() + 15
+    while True:
+        events = admin.tenancy.ListSecurityEvents(
+            tenancy_pb2.ListSecurityEventsRequest(tenant_id=tenant, since=timestamp(since - 1)),
+            metadata=admin.metadata,
+            timeout=10,
+        ).events
+        recorded = [e for e in events if e.kind == "suspended_tenant_use"]
+        if recorded:
+            break
+        assert time.monotonic() < deadline, f"no suspended_tenant_use security event for {tenant} within 15 s"
+        time.sleep(0.3)
+    assert "ci-bot" in recorded[0].detail and recorded[0].response == "refused"
+
+    resumed = admin.tenancy.UpdateTenant(
+        tenancy_pb2.UpdateTenantRequest(
+            tenant=tenancy_pb2.Tenant(tenant_id=tenant, state=tenancy_pb2.TENANT_STATE_ACTIVE)
+        ),
+        metadata=admin.metadata,
+        timeout=10,
+    )
+    assert resumed.state == tenancy_pb2.TENANT_STATE_ACTIVE and resumed.suspended_reason == ""
+    deadline = time.monotonic() + bound
+    while True:
+        try:
+            suspended_calls["planner.GetPolicy"]()
+            break
+        except grpc.RpcError as error:
+            assert error.code() is grpc.StatusCode.PERMISSION_DENIED
+            assert time.monotonic() < deadline, f"tenant {tenant} still refused {bound:.0f} s after resuming"
+            time.sleep(0.1)
