@@ -50,6 +50,7 @@ class LiveConfig:
         return self._apply(key, text, source)
 
     def _apply(self, key: str, text: str | None, source: str) -> bool:
+        had, previous = key in self._values, self._values.get(key)
         if text is None:
             value = self._defaults.get(key)
             if key in self._defaults:
@@ -63,9 +64,22 @@ class LiveConfig:
                 log.warning("config %s/%s from %s refused: %s", self.service, key, source, error)
                 return False
             self._values[key] = value
-        log.info("config %s/%s = %r (from %s)", self.service, key, value, source)
+        heard: list[Callable[[str, Any], None]] = []
         for callback in self._subscribers:
-            callback(key, value)
+            try:
+                callback(key, value)
+            except Exception as error:  # a subscriber refused the value (e.g. out of range)
+                log.warning("config %s/%s = %r from %s refused: %s", self.service, key, value, source, error)
+                if had:
+                    self._values[key] = previous
+                else:
+                    self._values.pop(key, None)
+                for earlier in heard:  # those that took the refused value get the last good one back
+                    with contextlib.suppress(Exception):
+                        earlier(key, self.get(key))
+                return False
+            heard.append(callback)
+        log.info("config %s/%s = %r (from %s)", self.service, key, value, source)
         return True
 
     async def start_watching(self, etcd: Any) -> None:

@@ -36,3 +36,23 @@ def test_structured_keys_without_default_are_kept_as_json():
 def test_a_setting_without_default_keeps_plain_text():
     live = LiveConfig("tenancy", {}, {"signing_key": "/run/keys/signing-key.pem"})
     assert live.get("signing_key") == "/run/keys/signing-key.pem"
+
+
+def test_a_value_a_subscriber_refuses_is_refused_and_the_last_good_value_stays():
+    # e.g. detector's confidence_threshold: valid JSON of the right type, out of range.
+    from services.common.errors import InvalidArgument
+
+    def threshold(key, value):
+        if key == "threshold" and not 0.0 <= value <= 1.0:
+            raise InvalidArgument("confidence_threshold", f"must be in [0, 1], got {value}")
+
+    heard = []
+    live = LiveConfig("detector", {"threshold": 0.6, "other": 1})
+    live.subscribe(threshold)
+    live.subscribe(lambda key, value: heard.append((key, value)))
+    assert live.apply("threshold", "0.7")
+    assert not live.apply("threshold", "5")  # must not raise out of the etcd watch loop
+    assert live.get("threshold") == 0.7
+    assert live.apply("other", "2")  # later keys still apply
+    assert live.get("other") == 2
+    assert ("threshold", 5.0) not in heard
