@@ -145,6 +145,9 @@ def classify(refusal: Refusal) -> tuple[ThreatKind, str] | None:
     return None
 
 
+SWEEP_EVERY = 1024  # observations between sweeps of quiet counters
+
+
 class ThreatDetector:
     """Sliding-window counters per (rule, key). Not thread-safe: feed it from one task."""
 
@@ -152,6 +155,21 @@ class ThreatDetector:
         self.policy = policy or ThreatPolicy()
         self._seen: dict[tuple[ThreatKind, str], deque[float]] = defaultdict(deque)
         self._fired_until: dict[tuple[ThreatKind, str], float] = {}
+        self._observed = 0
+
+    def tracked_keys(self) -> int:
+        """How many (rule, key) counters are held (bounded: quiet keys are forgotten)."""
+        return len(self._seen.keys() | self._fired_until.keys())
+
+    def _forget_quiet(self, now: float) -> None:
+        """Drop counters whose window has passed (keys come from callers: sources, claims)."""
+        for name in list(self._seen):
+            times = self._seen[name]
+            if not times or times[-1] <= now - self.policy.rules[name[0]].window_seconds:
+                del self._seen[name]
+        for name, until in list(self._fired_until.items()):
+            if until <= now:
+                del self._fired_until[name]
 
     def observe(self, refusal: Refusal) -> Detection | None:
         found = classify(refusal)
@@ -160,6 +178,9 @@ class ThreatDetector:
         kind, key = found
         rule = self.policy.rules[kind]
         now = refusal.at
+        self._observed += 1
+        if self._observed % SWEEP_EVERY == 0:
+            self._forget_quiet(now)
         times = self._seen[(kind, key)]
         times.append(now)
         while times and times[0] <= now - rule.window_seconds:

@@ -211,3 +211,15 @@ def test_parallel_consumers_on_separate_connections_never_overspend(tmp_path: Pa
     assert (len(granted), len(refused)) == (50, 70)
     assert setup.quota("acme", Resource.RESOURCE_ACTIONS_PER_DAY, 100.0).used == 50
     setup.db.close()
+
+
+def test_counters_of_sources_gone_quiet_are_forgotten() -> None:
+    # A spray of bad tokens from ever-new addresses (or naming ever-new tenants) must not
+    # grow tenancy's memory without bound: a key whose window has passed holds nothing.
+    detector = ThreatDetector()
+    for i in range(20_000):
+        detector.observe(
+            refusal("UNAUTHENTICATED", "token signature does not verify", at=100.0 + i,
+                    verified=False, tenant="", source=f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")
+        )
+    assert detector.tracked_keys() < 2_000
