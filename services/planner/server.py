@@ -36,6 +36,15 @@ log = logging.getLogger(__name__)
 FORECAST_TIMEOUT_S = 2.0
 SUBMIT_TIMEOUT_S = 10.0
 LIVE_DEFAULTS: dict[str, Any] = {"policy_overrides": {}, "batch_time_budget_seconds": 1.0}
+# PlanRequest (domain) field -> the PlanHealingRequest field it came from.
+PLAN_REQUEST_FIELDS: dict[str, str] = {
+    "failure_id": "diagnosis.failure_id",
+    "failure_class": "diagnosis.failure_class",
+    "confidence": "diagnosis.confidence",
+    "attempt": "diagnosis.job.attempt",
+    "job_duration_s": "diagnosis.duration_seconds",
+    "memory_limit_mb": "memory_limit_mb",
+}
 
 
 def plan_message(plan: Plan, diagnosis: common_pb2.Diagnosis | None = None, risk: float | None = None,
@@ -93,7 +102,13 @@ class PlannerServicer(planner_pb2_grpc.PlannerServicer):
             risk=risk, risk_summary=risk_summary, runner=diagnosis.job.runner,
             memory_limit_mb=request.memory_limit_mb or None,
         )
-        plan = plan_healing(plan_request, self._policy(tenant, failure_class), self.store, self.rng)
+        try:
+            plan = plan_healing(plan_request, self._policy(tenant, failure_class), self.store, self.rng)
+        except InvalidArgument as error:  # the domain's names -> the names the caller sent
+            proto = PLAN_REQUEST_FIELDS.get(error.field)
+            if proto is None:
+                raise
+            raise InvalidArgument(proto, error.description) from None
         plan = self.store.save_plan(plan)
         annotate(tenant=tenant, failure_class=failure_class.name, plan_id=plan.plan_id,
                  action=plan.actions[0].kind.name if plan.actions else "NONE")
