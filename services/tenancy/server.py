@@ -318,7 +318,6 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
         expires = float(issued["expires_at"]) if issued else 0.0  # type: ignore[arg-type]
         now = self.clock()
         self.store.revoke(request.token_id, request.reason or "revoked", now, tenant_id, expires)
-        await self.publisher.revoke(request.token_id, request.reason or "revoked", expires, now)
         await self._record(
             "TOKEN_REVOKED",
             tenant_id or principal.tenant,
@@ -327,6 +326,16 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
             event_id=request.token_id,
             versioned=True,  # revoking again with another reason is recorded too
         )
+        try:
+            await self.publisher.revoke(request.token_id, request.reason or "revoked", expires, now)
+        except Exception as error:
+            # Stored and recorded; the other services learn of it when the caller retries
+            # (idempotent) or when tenancy republishes revocations at its next start.
+            log.warning("publishing the revocation of %s to etcd failed", request.token_id, exc_info=True)
+            raise Unavailable(
+                f"token {request.token_id[:40]!r} is revoked in tenancy's store, but other services "
+                f"could not be told ({type(error).__name__}); retry RevokeToken"
+            ) from error
         return tenancy_pb2.RevokeTokenResponse()
 
     async def GetJwks(self, request, context):  # type: ignore[no-untyped-def]

@@ -176,3 +176,26 @@ def test_refused_use_of_a_suspended_tenant_is_a_security_event_once_per_subject_
     assert "suspended tenant 'acme' presented to planner.GetPolicy" in str(events[0]["detail"])
     assert [entry[0] for entry in audit.entries] == ["SECURITY_EVENT"] * 3
     assert store.security_events("globex", 0.0, 100) == []
+
+
+def test_a_revocation_etcd_did_not_take_is_unavailable_recorded_and_a_retry_publishes_it(
+    servicer: TenancyServicer, etcd: SimpleNamespace, store: TenancyStore, revocations: RevocationList
+) -> None:
+    class FakeLease:
+        async def grant(self, ttl: int, timeout: float | None = None) -> Any:
+            etcd.kv._check()
+            return SimpleNamespace(ID=7)
+
+    etcd.lease = FakeLease()
+    act_as("acme", "admin", "viewer", subject="alice")
+    issued = run(servicer.IssueToken(
+        tenancy_pb2.IssueTokenRequest(subject="ci-bot", roles=["viewer"], ttl_seconds=600), None))
+    etcd.kv.down = True
+    request = tenancy_pb2.RevokeTokenRequest(token_id=issued.token_id, reason="leaked")
+    with pytest.raises(Unavailable, match="retry RevokeToken"):  # not INTERNAL: etcd is a dependency
+        run(servicer.RevokeToken(request, None))
+    assert store.is_revoked(issued.token_id) and revocations.is_revoked(issued.token_id)
+    assert [e[0] for e in servicer.audit.entries].count("TOKEN_REVOKED") == 1  # type: ignore[attr-defined]
+    etcd.kv.down = False
+    run(servicer.RevokeToken(request, None))
+    assert any(key.endswith(issued.token_id) for key in etcd.kv.data)
