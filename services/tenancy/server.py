@@ -368,7 +368,10 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
             raise InvalidArgument(
                 "request_id", "is required (at most 128 characters): it makes a retried call consume once"
             )
-        state, duplicate = self.store.consume(tenant_id, resource, amount, request.request_id, self.clock())
+        # Every reported failure passes here: the fsync'd write runs off the event loop.
+        state, duplicate = await asyncio.to_thread(
+            self.store.consume, tenant_id, resource, amount, request.request_id, self.clock()
+        )
         return tenancy_pb2.ConsumeQuotaResponse(quota=_quota_message(state), duplicate=duplicate)
 
     async def GetUsage(self, request, context):  # type: ignore[no-untyped-def]

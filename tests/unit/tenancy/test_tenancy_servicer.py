@@ -224,3 +224,43 @@ def test_billing_report_is_reproducible_from_stored_events(servicer, store, cloc
     assert [(line.quantity, line.amount_usd) for line in first.lines] == [(10, 0.1)]
     usage = run(servicer.GetUsage(tenancy_pb2.GetUsageRequest(**period), None))
     assert [(u.resource, u.amount) for u in usage.usage] == [(RES, 10)]
+
+
+def test_consume_quota_does_not_block_the_event_loop(servicer, store, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # ConsumeQuota runs on every reported failure; its fsync'd write must not stall
+    # every other call the process is serving.
+    import asyncio
+    import time as _time
+
+    from healing_guard.tenancy.v1 import tenancy_pb2 as pb
+    from services.common import auth as _auth
+    from services.common.tokens import Principal as _Principal
+
+    _auth.set_principal(_Principal("platform-admin", _auth.PLATFORM_TENANT, frozenset({"admin"}), "j", 2e9))
+    asyncio.run(servicer.CreateTenant(pb.CreateTenantRequest(tenant_id="slowdisk", plan="team"), None))
+    real = store.consume
+
+    def slow_consume(*args, **kwargs):  # type: ignore[no-untyped-def]
+        _time.sleep(0.3)  # a slow disk
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "consume", slow_consume)
+
+    async def scenario() -> int:
+        _auth.set_principal(_Principal("detector", "*", frozenset({"service"}), "js", 2e9))
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        await servicer.ConsumeQuota(pb.ConsumeQuotaRequest(
+            tenant_id="slowdisk", resource=pb.RESOURCE_FAILURES_PER_MINUTE, amount=1, request_id="r1"), None)
+        task.cancel()
+        return ticks
+
+    assert asyncio.run(scenario()) >= 5
