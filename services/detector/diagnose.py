@@ -219,8 +219,14 @@ class _LogScan:
     def _valid_utf8(self, raw: bytes) -> bytes:
         """`raw` as valid UTF-8: invalid sequences replaced by U+FFFD, as decoding with
         errors="replace" would (ASCII, the common case, passes through untouched)."""
-        if raw.isascii() and not self._decoder.getstate()[0]:
-            return raw
+        if not self._decoder.getstate()[0]:
+            if raw.isascii():
+                return raw
+            try:
+                raw.decode("utf-8")  # strict: complete, valid UTF-8 is already what we want
+                return raw
+            except UnicodeDecodeError:
+                pass  # invalid, or a character split across blocks: the decoder replaces or keeps it
         return self._decoder.decode(raw).encode("utf-8")
 
     def _process(self, encoded: bytes) -> None:

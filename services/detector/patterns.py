@@ -70,6 +70,14 @@ class Match:
     start: int = 0  # byte offset of the line in the scanned buffer
 
 
+def _new_match(pattern: Pattern, line_no: int, line: str, start: int) -> Match:
+    """Match(pattern, line_no, line, start) without the frozen dataclass's per-field
+    object.__setattr__ calls (the scan builds one per matching line and pattern)."""
+    match = object.__new__(Match)
+    match.__dict__.update(pattern=pattern, line_no=line_no, line=line, start=start)
+    return match
+
+
 def _options(max_mem: int | None = None) -> re2.Options:
     options = re2.Options()
     options.log_errors = False
@@ -131,12 +139,6 @@ def validate_pattern(pattern: Pattern) -> Pattern:
     return dataclasses.replace(pattern, failure_class=failure_class)
 
 
-def _line_bounds(buffer: bytes, start: int, end: int) -> tuple[int, int]:
-    line_start = buffer.rfind(b"\n", 0, start) + 1
-    line_end = buffer.find(b"\n", end)
-    return line_start, len(buffer) if line_end < 0 else line_end
-
-
 class KnowledgeBase:
     """An immutable set of patterns compiled for one fast pass over a log.
 
@@ -180,19 +182,26 @@ class KnowledgeBase:
         attribute = self._attribution._set.Match
         enabled = self._enabled
         unanchored = re2._Anchor.UNANCHORED
+        count, rfind, find = buffer.count, buffer.rfind, buffer.find
+        new_match = _new_match
         position, line_no, counted_to = 0, first_line_no, 0
         end = len(buffer)
         while position < end:
-            span = search(unanchored, buffer, position, end)[0]
-            if span[0] < 0:
+            found = search(unanchored, buffer, position, end)[0][0]
+            if found < 0:
                 return
-            line_start, line_end = _line_bounds(buffer, span[0], span[0])
-            line_no += buffer.count(b"\n", counted_to, line_start)
+            line_start = rfind(b"\n", 0, found) + 1
+            line_end = find(b"\n", found)
+            if line_end < 0:
+                line_end = end
+            line_no += count(b"\n", counted_to, line_start)
             counted_to = line_start
             line = buffer[line_start : min(line_end, line_start + MAX_ATTRIBUTED_LINE)]
-            text = line.decode("utf-8", "replace")
-            for index in sorted(attribute(line) or ()):
-                yield Match(enabled[index], line_no, text, line_start)
+            indices = attribute(line)
+            if indices:
+                text = line.decode("utf-8", "replace")
+                for index in sorted(indices):
+                    yield new_match(enabled[index], line_no, text, line_start)
             # One report per line: continue after it (patterns are line-scoped).
             position = line_end + 1
 
