@@ -103,13 +103,15 @@ class PlannerServicer(planner_pb2_grpc.PlannerServicer):
             memory_limit_mb=request.memory_limit_mb or None,
         )
         try:
-            plan = plan_healing(plan_request, self._policy(tenant, failure_class), self.store, self.rng)
+            # Planning reads and the save below writes SQLite with fsync: off the event loop.
+            plan = await asyncio.to_thread(plan_healing, plan_request, self._policy(tenant, failure_class),
+                                           self.store, self.rng)
         except InvalidArgument as error:  # the domain's names -> the names the caller sent
             proto = PLAN_REQUEST_FIELDS.get(error.field)
             if proto is None:
                 raise
             raise InvalidArgument(proto, error.description) from None
-        plan = self.store.save_plan(plan)
+        plan = await asyncio.to_thread(self.store.save_plan, plan)
         annotate(tenant=tenant, failure_class=failure_class.name, plan_id=plan.plan_id,
                  action=plan.actions[0].kind.name if plan.actions else "NONE")
         if self.audit is not None:
@@ -176,8 +178,8 @@ class PlannerServicer(planner_pb2_grpc.PlannerServicer):
         if not outcome.idempotency_key:
             raise InvalidArgument("outcome.idempotency_key", "is required (the action's key in its plan)")
         at = seconds(outcome.finished_at) if outcome.HasField("finished_at") else time.time()
-        counted = self.store.record_outcome(tenant, outcome.plan_id, outcome.idempotency_key, outcome.outcome_id,
-                                            outcome.success, at)
+        counted = await asyncio.to_thread(self.store.record_outcome, tenant, outcome.plan_id,
+                                          outcome.idempotency_key, outcome.outcome_id, outcome.success, at)
         plan = self.store.get_plan(tenant, outcome.plan_id)
         estimate = learned_estimate(plan, outcome.idempotency_key, self._policy(tenant, plan.failure_class),
                                     self.store, time.time())
@@ -214,7 +216,7 @@ class PlannerServicer(planner_pb2_grpc.PlannerServicer):
             }, prefix))
         now = time.time()
         for policy in parsed:  # all validated before any is stored
-            self.store.set_policy(tenant, policy, now)
+            await asyncio.to_thread(self.store.set_policy, tenant, policy, now)
         if self.audit is not None:
             await self.audit.record("ADMIN_CHANGE", tenant, f"policy/{tenant}", {
                 "change": "set_policy", "policies": [policy_to_dict(p) for p in parsed],
