@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 from services.common.errors import InvalidArgument
 from services.common.vocabulary import ActionKind, FailureClass, Provider
@@ -70,12 +70,14 @@ class ActionRecord:
         return self.state in TERMINAL
 
     def to_json(self) -> bytes:
-        data = asdict(self)
+        # Field by field rather than dataclasses.asdict (which deep-copies every value):
+        # the leader encodes a record on every state change, and the bytes are the same.
+        data = {name: getattr(self, name) for name in _FIELD_NAMES}
         data["kind"] = self.kind.name
         data["provider"] = self.provider.name
         data["failure_class"] = self.failure_class.name
         data["state"] = self.state.name
-        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+        return _ENCODE(data).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> ActionRecord:
@@ -84,8 +86,14 @@ class ActionRecord:
         data["provider"] = Provider[data["provider"]]
         data["failure_class"] = FailureClass[data["failure_class"]]
         data["state"] = ActionState[data["state"]]
-        known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+        if not data.keys() <= _FIELD_SET:   # a field from a newer version: ignore it
+            data = {key: value for key, value in data.items() if key in _FIELD_SET}
+        return cls(**data)
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(ActionRecord))
+_FIELD_SET = frozenset(_FIELD_NAMES)
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 
 def validate_plan_actions(actions: list[ActionRecord]) -> None:

@@ -9,7 +9,9 @@ claim key under the leader's lease), then executed by the executor for its
 provider — which checks the provider's state first, so a re-dispatch after a
 crash does not act twice — and then finished (fenced). A new leader reclaims
 claims whose holder's lease is gone, and delivers outcomes not yet delivered,
-remembering per receiver who already has each one.
+remembering per receiver who already has each one. The leader's fenced writes go
+through a group commit (`store.GroupCommit`): updates asked for while a
+transaction is in flight share the next one, each with its own compare.
 
 Actions of a provider for which an external executor is registered are left for
 that executor's `ClaimAction`; the others run here, each provider with its own
@@ -40,7 +42,7 @@ from services.coordinator.executors.base import ActionRequest, ActionResult, Act
 from services.coordinator.executors.fresh_runner import plan_fresh_runner
 from services.coordinator.leadership import Leadership
 from services.coordinator.scheduling import Limits, fair_order, running_by_tenant
-from services.coordinator.store import CLAIMS, ActionStore, Snapshot, Versioned, action_key
+from services.coordinator.store import CLAIMS, ActionStore, GroupCommit, Snapshot, Versioned
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -70,6 +72,7 @@ class Dispatcher:
                  notifier: Any, *, settings: Callable[[str], Any] | Mapping[str, Any] | None = None,
                  concurrency: int | None = None) -> None:
         self.store = store
+        self.commits = GroupCommit(store)   # the leader's fenced writes, many per transaction
         self.leadership = leadership
         self.executor_for = executor_for
         self.notifier = notifier
@@ -112,6 +115,7 @@ class Dispatcher:
         self._task = asyncio.create_task(self._run(), name="dispatcher")
 
     async def stop(self) -> None:
+        self.commits.cancel()
         for task in [self._task, self._watcher, *self._tasks]:
             if task is not None:
                 task.cancel()
@@ -183,7 +187,7 @@ class Dispatcher:
         view = self.view
         if view is None:
             return
-        view.apply(action_key(versioned.record.action_id), versioned.record.to_json(), versioned.mod_revision)
+        view.put_record(versioned.record, versioned.mod_revision)
         if claimer is not None:
             view.apply(CLAIMS + versioned.record.action_id, claimer.encode(), versioned.mod_revision)
         if released:
@@ -246,9 +250,16 @@ class Dispatcher:
         external = {Provider[r.data.get("provider", "PROVIDER_UNSPECIFIED")] for r in view.executors.values()
                     if r.data.get("provider") in Provider.__members__}
         now = time.time()
+        slots = max(1, self.setting("dispatch_concurrency"))
+        busy_by_provider: dict[Provider, int] = defaultdict(int)
+        for p in self._in_flight.values():
+            busy_by_provider[p] += 1
+        full = {p for p, n in busy_by_provider.items() if n >= slots}
         by_provider: dict[Provider, list[ActionRecord]] = defaultdict(list)
         for versioned in runnable:
             record = versioned.record
+            if record.provider in full:
+                continue  # no free worker for its provider this round
             if record.action_id in self._in_flight or self._not_before.get(record.action_id, 0) > now:
                 continue
             if record.not_before > now:
@@ -258,9 +269,8 @@ class Dispatcher:
             by_provider[record.provider].append(record)
         running = running_by_tenant(v.record for v in self.claimed(view))
         limits = self.limits()
-        slots = max(1, self.setting("dispatch_concurrency"))
         for provider in sorted(by_provider, key=int):
-            busy = sum(1 for p in self._in_flight.values() if p is provider)
+            busy = busy_by_provider[provider]
             chosen = fair_order(by_provider[provider], running, limits, free_slots=slots - busy,
                                 start_after=self._last_tenant)
             for record in chosen:
@@ -289,7 +299,7 @@ class Dispatcher:
                      "expired" if holder is None else "is not running here")
             reset = replace(record, state=ActionState.ACTION_STATE_PENDING, executor_id="", updated_at=time.time(),
                             detail=f"reclaimed after {record.executor_id or 'its executor'} lost its lease")
-            updated = await self.store.update(versioned, reset, self.leadership.fence(), release_claim=True)
+            updated = await self.commits.update(versioned, reset, self.leadership.fence(), release_claim=True)
             if updated is not None:
                 self.remember(updated, released=True)
 
@@ -327,7 +337,7 @@ class Dispatcher:
         claimed_record = replace(record, state=ActionState.ACTION_STATE_CLAIMED, executor_id=self.leadership.replica_id,
                                  dispatched_by=self.leadership.replica_id, attempts=record.attempts + 1,
                                  updated_at=time.time())
-        claimed = await self.store.update(versioned, claimed_record, self.leadership.fence(),
+        claimed = await self.commits.update(versioned, claimed_record, self.leadership.fence(),
                                           claim_lease=self.leadership.lease)
         if claimed is None:
             return  # someone changed it, or we are no longer the leader: nothing was done
@@ -365,7 +375,7 @@ class Dispatcher:
                 self._not_before[record.action_id] = time.time() + wait
                 reset = replace(claimed.record, state=ActionState.ACTION_STATE_PENDING, detail=str(error),
                                 executor_id="", updated_at=time.time())
-                updated = await self.store.update(claimed, reset, self.leadership.fence(), release_claim=True)
+                updated = await self.commits.update(claimed, reset, self.leadership.fence(), release_claim=True)
                 if updated is not None:
                     self.remember(updated, released=True)
             return
@@ -400,7 +410,7 @@ class Dispatcher:
         done = replace(versioned.record, state=state, detail=detail, updated_at=time.time(),
                        provider_reference=provider_reference or versioned.record.provider_reference,
                        runner_minutes=runner_minutes or versioned.record.runner_minutes)
-        finished = await self.store.update(versioned, done, self.leadership.fence(), release_claim=True)
+        finished = await self.commits.update(versioned, done, self.leadership.fence(), release_claim=True)
         if finished is not None:
             self.remember(finished, released=True)
             annotate(action_state=state.name)
@@ -430,7 +440,7 @@ class Dispatcher:
             if reached - already or complete:
                 delivered = replace(versioned.record, delivered_to=sorted(already | reached),
                                     outcome_delivered=complete)
-                updated = await self.store.update(versioned, delivered, self.leadership.fence())
+                updated = await self.commits.update(versioned, delivered, self.leadership.fence())
                 if updated is not None:
                     self.remember(updated)
         except Exception:
