@@ -352,8 +352,11 @@ def test_a_revoked_token_is_refused_everywhere(channels, admin, victim, where: s
 
 @pytest.mark.parametrize("where", ["gateway", "tenancy", "planner", "predictor", "audit"])
 def test_tenant_a_cannot_read_tenant_b_by_id_in_the_body(channels, signer, victim, where: str) -> None:  # type: ignore[no-untyped-def]
-    attacker = signer.mint("mallory", "t-attacker-a", ["admin", "operator", "viewer"])
     for service in ("tenancy", "planner", "predictor", "audit") if where == "gateway" else (where,):
+        # A fresh subject per probe: three cross-tenant refusals of one subject trigger the
+        # threat response (revocation + lockout, tested on its own), which would change the
+        # refusal's message for the probes after it depending on how fast it lands.
+        attacker = signer.mint(f"mallory-{where}-{service}", "t-attacker-a", ["admin", "operator", "viewer"])
         method, request = probe(service, victim.tenant)
         status, reply, details = call(channels[where], service, method, request, attacker)
         assert status is DENIED and reply is None, f"{service}.{method} via {where}: {status.name}"
