@@ -165,7 +165,9 @@ def bench_proofs(workdir: Path, max_leaves: int, quick: bool) -> dict[str, Any]:
     store = AuditStore.open(path)  # creates the schema; the tree is bulk-built below
     conn = store.db._conn  # bench only: the bulk build bypasses append_batch on purpose
     build_s = bulk_build(conn, max_leaves)
-    db_bytes = os.path.getsize(path) + (os.path.getsize(str(path) + "-wal") if os.path.exists(str(path) + "-wal") else 0)
+    db_bytes = os.path.getsize(path) + (
+        os.path.getsize(str(path) + "-wal") if os.path.exists(str(path) + "-wal") else 0
+    )
     fetch = lambda ids: _fetch_nodes(conn, ids)  # noqa: E731
     rng = random.Random(1)
     sizes = [s for s in (100_000, 1_000_000, 10_000_000) if s <= max_leaves]
@@ -239,7 +241,8 @@ def main() -> None:
     _print_appends(appends)
     print(f"\nProofs from stored subtree hashes (bulk-built {proofs['bulk_build_leaves']:,} leaves in "
           f"{proofs['bulk_build_s']:.0f} s, {proofs['db_bytes'] / 1e6:.0f} MB)")
-    print(f"{'leaves':>11} {'inclusion ms':>13} {'p99':>6} {'consistency ms':>15} {'p99':>6} {'reference ms':>13} {'speedup':>8}")
+    print(f"{'leaves':>11} {'inclusion ms':>13} {'p99':>6} {'consistency ms':>15} {'p99':>6} "
+          f"{'reference ms':>13} {'speedup':>8}")
     for r in proofs["sizes"]:
         ref = r.get("reference_inclusion_ms")
         speedup = f"{r['inclusion_speedup_vs_reference']:.0f}x" if ref else "-"

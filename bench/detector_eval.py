@@ -202,7 +202,8 @@ def main() -> int:
         print(f"{name:<28}{s['macro_f1']:>9.3f}{s['accuracy']:>10.3f}{s['wrong_class_rate']:>8.3f}{s['unknown_rate']:>9.3f}")
     base = results["systems"]["patterns only"]["macro_f1"]  # type: ignore[index]
     combo = results["systems"]["patterns + model"]["macro_f1"]  # type: ignore[index]
-    print(f"ratio patterns+model / patterns only: {combo / base if base else float('inf'):.3f}  (target macro-F1 >= 0.95)")
+    print(f"ratio patterns+model / patterns only: {combo / base if base else float('inf'):.3f}  "
+          "(target macro-F1 >= 0.95)")
     print(f"\nper class F1 (unseen families):\n{'class':<18}{'patterns':>9}{'model':>8}{'both':>8}")
     for c in CLASSES:
         f = [results["systems"][n]["per_class"][c.name]["f1"] for n in runs]  # type: ignore[index]

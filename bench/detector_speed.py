@@ -65,7 +65,9 @@ def to_ere(expression: str) -> str:
         char = expression[i]
         if char == "\\" and i + 1 < len(expression):
             nxt = expression[i + 1]
-            out.append({"d": "[0-9]", "s": "[[:space:]]", "S": "[^[:space:]]", "w": "[[:alnum:]_]"}.get(nxt, "\\" + nxt))
+            out.append(
+                {"d": "[0-9]", "s": "[[:space:]]", "S": "[^[:space:]]", "w": "[[:alnum:]_]"}.get(nxt, "\\" + nxt)
+            )
             i += 2
             continue
         if char == "[":
@@ -116,7 +118,7 @@ def main() -> None:
         chunks = [log[i : i + CHUNK] for i in range(0, len(log), CHUNK)]
         repeat = 100 if size <= 64 << 10 else (15 if size <= 2 << 20 else 2)
         result = diagnoser.diagnose_stream(iter(chunks))
-        timings = time_it(lambda: diagnoser.diagnose_stream(iter(chunks)), repeat)
+        timings = time_it(lambda chunks=chunks: diagnoser.diagnose_stream(iter(chunks)), repeat)
         median = statistics.median(timings)
         latency[name] = {
             "bytes": len(log), "median_ms": round(median * 1000, 2), "min_ms": round(min(timings) * 1000, 2),
@@ -130,8 +132,12 @@ def main() -> None:
         pattern_path = Path(scratch) / "patterns.ere"
         pattern_path.write_text("\n".join(to_ere(p.expression) for p in knowledge_base.patterns if p.enabled) + "\n")
         command = ["grep", "-E", "-c", "-f", str(pattern_path), str(log_path)]
-        grep_count = int(subprocess.run(command, capture_output=True, text=True, env={"LC_ALL": "C"}, check=False).stdout or 0)
-        grep_timings = time_it(lambda: subprocess.run(command, capture_output=True, env={"LC_ALL": "C"}, check=False), 3)
+        grep_count = int(
+            subprocess.run(command, capture_output=True, text=True, env={"LC_ALL": "C"}, check=False).stdout or 0
+        )
+        grep_timings = time_it(
+            lambda: subprocess.run(command, capture_output=True, env={"LC_ALL": "C"}, check=False), 3
+        )
     matched_lines: set[int] = set()
     scan_timings = time_it(lambda: matched_lines.update(m.line_no for m in knowledge_base.scan_bytes(log)), 3)
     scan_s, grep_s = min(scan_timings), min(grep_timings)

@@ -41,11 +41,12 @@ def measure(cluster, rounds: int, sig: int) -> list[float]:  # type: ignore[no-u
     for _ in range(rounds):
         leader, _ = cluster.leader()
         calls = len(cluster.github.calls)
-        wait_until(lambda: len(cluster.github.calls) > calls, 15, f"{leader} to dispatch")
+        wait_until(lambda calls=calls: len(cluster.github.calls) > calls, 15, f"{leader} to dispatch")
         time.sleep(0.2)
         killed_at = time.time()
         cluster.kill(leader, sig)
-        wait_until(lambda: any(c.at > killed_at for c in cluster.github.calls[-20:]), 30, "the new leader's dispatch")
+        wait_until(lambda killed_at=killed_at: any(c.at > killed_at for c in cluster.github.calls[-20:]), 30,
+                   "the new leader's dispatch")
         first = min(c.at for c in cluster.github.calls if c.at > killed_at)
         times.append(first - killed_at)
         cluster.start(leader)

@@ -32,8 +32,8 @@ Writes bench/results/fleet_sim.json and bench/results/fleet_sim_learning_curve.p
 from __future__ import annotations
 
 import argparse
-import hashlib
 import dataclasses
+import hashlib
 import json
 import math
 import random

@@ -98,7 +98,9 @@ def wait_for_actions(client: MeshClient, plan_id: str, timeout: float = OUTCOME_
     raise TimeoutError(f"plan {plan_id} not finished within {timeout:.0f} s (states: {states or 'none'})")
 
 
-def verify_audit(client: MeshClient, failure_id: str, expect_kinds: set[str], timeout: float = 10.0) -> tuple[list, bool]:
+def verify_audit(
+    client: MeshClient, failure_id: str, expect_kinds: set[str], timeout: float = 10.0
+) -> tuple[list, bool]:
     """The failure's audit entries, and whether the newest is provably in the signed tree."""
     deadline = time.monotonic() + timeout
     entries: list = []

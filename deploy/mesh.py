@@ -230,7 +230,9 @@ class Mesh:
         credentials = grpc.ssl_channel_credentials(
             self.pki.ca.read_bytes(), self.pki.key("operator").read_bytes(), self.pki.cert("operator").read_bytes()
         )
-        options = [] if via_gateway else [("grpc.ssl_target_name_override", f"{service.split('-')[0]}.healing-guard.local")]
+        options = (
+            [] if via_gateway else [("grpc.ssl_target_name_override", f"{service.split('-')[0]}.healing-guard.local")]
+        )
         metadata = (("x-hg-service", service),) if via_gateway else ()
         deadline = time.monotonic() + timeout
         last = "no answer"
@@ -248,7 +250,9 @@ class Mesh:
                     self._check_alive(name)
                 time.sleep(0.2)
         where = "through the gateway" if via_gateway else "directly"
-        raise TimeoutError(f"{service} not SERVING {where} within {timeout:.0f} s (last: {last}); logs in {self.log_dir}")
+        raise TimeoutError(
+            f"{service} not SERVING {where} within {timeout:.0f} s (last: {last}); logs in {self.log_dir}"
+        )
 
     def _ensure_tenant(self, tenant_id: str) -> None:
         """The operator token printed by `make up` acts for this tenant: make sure it exists."""
@@ -262,11 +266,14 @@ class Mesh:
         with grpc.secure_channel(self.gateway_address, credentials) as channel:
             stub = tenancy_pb2_grpc.TenancyStub(channel)
             try:
-                stub.CreateTenant(tenancy_pb2.CreateTenantRequest(tenant_id=tenant_id, display_name="Demo", plan="team"),
+                stub.CreateTenant(tenancy_pb2.CreateTenantRequest(tenant_id=tenant_id, display_name="Demo",
+                                                                  plan="team"),
                                   metadata=(("authorization", f"Bearer {self.admin_token}"),), timeout=10)
             except grpc.RpcError as error:
                 if error.code() is not grpc.StatusCode.ALREADY_EXISTS:
-                    raise RuntimeError(f"could not create tenant {tenant_id!r}: {error.code().name} {error.details()}")
+                    raise RuntimeError(
+                        f"could not create tenant {tenant_id!r}: {error.code().name} {error.details()}"
+                    ) from error
 
     def _check_alive(self, name: str) -> None:
         process = getattr(self, "_popen", {}).get(name)
@@ -408,7 +415,7 @@ Healing Guard mesh is up. Gateway: {mesh.gateway_address}  (etcd 127.0.0.1:{mesh
   grpcurl {tls} -H "authorization: Bearer $HG_TOKEN" "$HG_GATEWAY" healing_guard.audit.v1.Audit/GetSignedTreeHead
 
 Logs: {mesh.log_dir}    Stop: make down
-""")
+""")  # noqa: E501 -- the commands are for copy and paste, so each stays on one line
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,7 +90,8 @@ class VerifierKey:
         return key_id(self.name, self.public_key)
 
     def encode(self) -> str:
-        return f"{self.name}+{self.key_id.hex()}+{base64.b64encode(bytes([ED25519_SIGNATURE_TYPE]) + self.public_key).decode()}"
+        encoded_key = base64.b64encode(bytes([ED25519_SIGNATURE_TYPE]) + self.public_key).decode()
+        return f"{self.name}+{self.key_id.hex()}+{encoded_key}"
 
     @classmethod
     def parse(cls, text: str) -> VerifierKey:
@@ -107,7 +108,9 @@ class VerifierKey:
             raise InvalidArgument("verifier_key", f"verifier key {name!r} is not an Ed25519 key (type 0x01, 32 bytes)")
         key = cls(name, raw[1:])
         if key.key_id.hex() != hex_id.lower():
-            raise InvalidArgument("verifier_key", f"verifier key {name!r} has key id {hex_id}, expected {key.key_id.hex()}")
+            raise InvalidArgument(
+                "verifier_key", f"verifier key {name!r} has key id {hex_id}, expected {key.key_id.hex()}"
+            )
         return key
 
 

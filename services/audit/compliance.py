@@ -116,7 +116,9 @@ class ComplianceReport:
             lines.append(f"Evidence log: tree size {self.tree_size}, root `{self.root_hash_hex}`")
         lines += ["", "| Control | Requirement | Status | Evidence |", "|---|---|---|---|"]
         for c in self.controls:
-            lines.append(f"| {c.control_id} {c.title} | {c.requirement} | {c.status.value} | {c.evidence_count} entries |")
+            lines.append(
+                f"| {c.control_id} {c.title} | {c.requirement} | {c.status.value} | {c.evidence_count} entries |"
+            )
         lines += ["", "## Findings", ""]
         lines += [f"- {f}" for f in self.findings] or ["None."]
         lines += ["", "## Details", ""]
@@ -237,9 +239,13 @@ def _retention_control(control_id: str, title: str, requirement: str, integrity:
     if integrity is None or integrity.oldest_entry_us is None:
         return _control(control_id, title, requirement, [], notes=["log holds no entries yet"])
     age_days = (end_us - integrity.oldest_entry_us) / 86_400e6
-    notes = [f"oldest entry is {age_days:.0f} days old at the end of the period; entries are append-only, never deleted"]
+    notes = [
+        f"oldest entry is {age_days:.0f} days old at the end of the period; entries are append-only, never deleted"
+    ]
     if age_days < RETENTION_DAYS_PCI:
-        notes.append(f"the log is younger than {RETENTION_DAYS_PCI} days, so 12-month retention is not yet demonstrable")
+        notes.append(
+            f"the log is younger than {RETENTION_DAYS_PCI} days, so 12-month retention is not yet demonstrable"
+        )
     status = Status.MET
     return ControlResult(control_id, title, requirement, status, integrity.tree_size, [], [], notes)
 
@@ -288,7 +294,8 @@ def _pci(entries: Sequence[LogEntry], integrity: IntegrityEvidence | None, end_u
                            "PCI DSS 4.0 10.3.2-10.3.4", integrity, entries),
         _retention_control("10.5.1", "Audit log history is retained for at least 12 months",
                            "PCI DSS 4.0 10.5.1", integrity, end_us),
-        _control("10.7", "Failures of critical security controls are detected and reported", "PCI DSS 4.0 10.7.1-10.7.3",
+        _control("10.7", "Failures of critical security controls are detected and reported",
+                 "PCI DSS 4.0 10.7.1-10.7.3",
                  _of(entries, EntryKind.SECURITY_EVENT, EntryKind.QUOTA)),
     ]
 
@@ -302,7 +309,8 @@ def _hipaa(entries: Sequence[LogEntry], integrity: IntegrityEvidence | None, end
         _integrity_control("164.312(c)(1)", "Integrity: records are protected from improper alteration",
                            "HIPAA 45 CFR 164.312(c)(1)-(c)(2)", integrity, entries),
         _control("164.312(a)(1)", "Access control: credentials granted and revoked are recorded",
-                 "HIPAA 45 CFR 164.312(a)(1), 164.308(a)(4)", _of(entries, EntryKind.TOKEN_ISSUED, EntryKind.TOKEN_REVOKED)),
+                 "HIPAA 45 CFR 164.312(a)(1), 164.308(a)(4)",
+                 _of(entries, EntryKind.TOKEN_ISSUED, EntryKind.TOKEN_REVOKED)),
         _control("164.308(a)(1)(ii)(D)", "Information system activity review: security events are recorded",
                  "HIPAA 45 CFR 164.308(a)(1)(ii)(D)", _of(entries, EntryKind.SECURITY_EVENT)),
     ]
@@ -356,7 +364,10 @@ def compliance_report(
     std = parse_standard(standard)
     start_us, end_us = period_bounds(period_start, period_end)
     in_period = sorted(
-        (e for e in entries if start_us <= e.entry.time_us < end_us and (tenant_id is None or e.entry.tenant_id == tenant_id)),
+        (
+            e for e in entries
+            if start_us <= e.entry.time_us < end_us and (tenant_id is None or e.entry.tenant_id == tenant_id)
+        ),
         key=lambda e: e.index,
     )
     controls = _CONTROLS[std](in_period, integrity, end_us)

@@ -205,7 +205,9 @@ def validate_entry(entry: Entry) -> None:
     if entry.time_us < 0 or entry.time_us >= 1 << 63:
         raise InvalidArgument("time_us", f"time_us {entry.time_us} must be between 0 and 2**63-1")
     if entry.payload_encoding not in PAYLOAD_ENCODINGS:
-        raise InvalidArgument("payload_encoding", f"payload_encoding {entry.payload_encoding!r} is not one of {PAYLOAD_ENCODINGS}")
+        raise InvalidArgument(
+            "payload_encoding", f"payload_encoding {entry.payload_encoding!r} is not one of {PAYLOAD_ENCODINGS}"
+        )
     # Sealing adds a 12-byte nonce and a 16-byte tag.
     limit = MAX_PAYLOAD_BYTES + (28 if entry.payload_encoding == AES_256_GCM else 0)
     if len(entry.payload) > limit:

@@ -234,7 +234,9 @@ def advance_monitor(
     if state.get("format") != MONITOR_STATE_FORMAT:
         raise VerificationError(f"monitor state is not {MONITOR_STATE_FORMAT!r}")
     if state.get("origin") != head.checkpoint.origin:
-        raise VerificationError(f"new head is for origin {head.checkpoint.origin!r}, the state for {state.get('origin')!r}")
+        raise VerificationError(
+            f"new head is for origin {head.checkpoint.origin!r}, the state for {state.get('origin')!r}"
+        )
     old_size = _int(state.get("tree_size"), "state tree_size")
     try:
         old_root = base64.b64decode(_str(state.get("root_hash"), "state root_hash"), validate=True)

@@ -247,7 +247,9 @@ class AuditLog:
         never receives another tenant's payloads.
         """
         if end_index - start_index > MAX_EXPORT:
-            raise InvalidArgument("end_index", f"at most {MAX_EXPORT} entries per export, asked for {end_index - start_index}")
+            raise InvalidArgument(
+                "end_index", f"at most {MAX_EXPORT} entries per export, asked for {end_index - start_index}"
+            )
         items = self.store.entries_range(start_index, end_index)
         if tenant_id is not None:
             items = [item for item in items if item.entry.tenant_id == tenant_id]

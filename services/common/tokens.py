@@ -304,7 +304,7 @@ class TokenVerifier:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
-            raise Unauthenticated("token is malformed: expected a signed JWT (header.payload.signature)")
+            raise Unauthenticated("token is malformed: expected a signed JWT (header.payload.signature)") from None
         algorithm = header.get("alg")
         allowed = sorted({key.algorithm for key in self._keys.values()})
         if not isinstance(algorithm, str) or algorithm not in allowed:
@@ -326,18 +326,18 @@ class TokenVerifier:
                          "verify_iat": False},
             )
         except jwt.MissingRequiredClaimError as error:
-            raise Unauthenticated(f"token is missing the {error.claim!r} claim")
+            raise Unauthenticated(f"token is missing the {error.claim!r} claim") from None
         except jwt.InvalidAudienceError:
-            raise Unauthenticated(f"token audience is not {self.audience}")
+            raise Unauthenticated(f"token audience is not {self.audience}") from None
         except jwt.InvalidIssuerError:
-            raise Unauthenticated(f"token issuer is not {self.issuer}")
+            raise Unauthenticated(f"token issuer is not {self.issuer}") from None
         except jwt.InvalidSignatureError:
-            raise Unauthenticated(f"token signature does not verify with key {kid!r}")
+            raise Unauthenticated(f"token signature does not verify with key {kid!r}") from None
         except jwt.DecodeError:
-            raise Unauthenticated("token is malformed: its payload is not a JSON object")
+            raise Unauthenticated("token is malformed: its payload is not a JSON object") from None
         except jwt.InvalidTokenError as error:
             # Remaining PyJWT checks (types of sub/jti/iat...): say which, without internals.
-            raise Unauthenticated(f"token is invalid: {type(error).__name__}")
+            raise Unauthenticated(f"token is invalid: {type(error).__name__}") from None
         return self._principal(claims, now)
 
     def _principal(self, claims: Mapping[str, Any], now: float) -> Principal:

@@ -118,7 +118,9 @@ def validate_plan_actions(actions: list[ActionRecord]) -> None:
 def next_steps(plan_actions: Iterable[ActionRecord]) -> tuple[list[ActionRecord], list[ActionRecord]]:
     """(actions ready to run now, actions to mark SKIPPED) for one plan."""
     actions = list(plan_actions)
-    runnable: list[ActionRecord] = [a for a in actions if a.housekeeping and a.state is ActionState.ACTION_STATE_PENDING]
+    runnable: list[ActionRecord] = [
+        a for a in actions if a.housekeeping and a.state is ActionState.ACTION_STATE_PENDING
+    ]
     ordered = sorted((a for a in actions if not a.housekeeping), key=lambda a: a.order)
     skip: list[ActionRecord] = []
     healed = False

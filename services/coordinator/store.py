@@ -251,7 +251,9 @@ class ActionStore:
         `claim_holder` additionally requires the claim key to name that holder.
         """
         key = action_key(changed.action_id)
-        compare = [Compare(key=key.encode(), target=Compare.MOD, result=Compare.EQUAL, mod_revision=current.mod_revision)]
+        compare = [
+            Compare(key=key.encode(), target=Compare.MOD, result=Compare.EQUAL, mod_revision=current.mod_revision)
+        ]
         if isinstance(fences, Fence):
             fences = [fences]
         compare += [fence.compare() for fence in fences or ()]

@@ -87,7 +87,8 @@ _TEST_STATUS = re2.compile(
     rb"(?m)^(?:[0-9T:.\-]+Z )?(?:"
     rb"([^\s]+::[^\s]+) (RERUN|PASSED|FAILED|ERROR)\b"  # pytest -v: id, status
     rb"|(RERUN|FAILED|ERROR) ([^\s]+::[^\s]+)"  # pytest short summary: status, id
-    rb"|\s*(\xe2\x9c\x93|\xe2\x9c\x98|ok|x)\s+[0-9]+ (\[[^\]]+\] .+?)(?: \(retry #[0-9]+\))?(?: \([0-9.]+m?s\))?\s*$"  # playwright
+    # playwright
+    rb"|\s*(\xe2\x9c\x93|\xe2\x9c\x98|ok|x)\s+[0-9]+ (\[[^\]]+\] .+?)(?: \(retry #[0-9]+\))?(?: \([0-9.]+m?s\))?\s*$"
     rb")",
     _STATUS_OPTIONS,
 )
@@ -321,7 +322,9 @@ class Diagnoser:
             deciding = tally.best
             runner_up = ranked[1][1].best.pattern.priority if len(ranked) > 1 else None
             confidence = _pattern_confidence(tally.best.pattern.priority, tally.count, runner_up)
-        if report and report.failed and (winner is None or deciding is None or deciding.pattern.priority < JUNIT_PRIORITY):
+        if report and report.failed and (
+            winner is None or deciding is None or deciding.pattern.priority < JUNIT_PRIORITY
+        ):
             winner, deciding = FailureClass.TEST_FAILURE, None
             confidence = _pattern_confidence(JUNIT_PRIORITY, len(report.failed), None)
         if winner == FailureClass.TEST_FAILURE and flaky_tests and not failed_tests:
@@ -338,7 +341,10 @@ class Diagnoser:
             model_class, model_confidence = self.model.predict(self._model_input(evidence, scan))
             if winner is not None and model_class == winner:
                 model_confidence = 1 - (1 - model_confidence) * (1 - confidence)
-            if model_class not in (FailureClass.UNKNOWN, FailureClass.FAILURE_CLASS_UNSPECIFIED) and model_confidence >= self.confidence_threshold:
+            if (
+                model_class not in (FailureClass.UNKNOWN, FailureClass.FAILURE_CLASS_UNSPECIFIED)
+                and model_confidence >= self.confidence_threshold
+            ):
                 winner, confidence = FailureClass(model_class), float(model_confidence)
                 decided_by = f"model:{self.model.version}"
                 hint = self._hint_for(winner)
@@ -346,7 +352,9 @@ class Diagnoser:
         if decided_by == "none":
             winner = FailureClass.UNKNOWN
         assert winner is not None
-        template = fingerprint.normalise(deciding.line) if deciding is not None and decided_by.startswith("pattern:") else ""
+        template = (
+            fingerprint.normalise(deciding.line) if deciding is not None and decided_by.startswith("pattern:") else ""
+        )
         signature_lines = [e.text for e in evidence]
         if winner != FailureClass.UNKNOWN and scan.evidence.matched_lines(winner):
             signature_lines = [e.text for e in scan.evidence.matched_lines(winner)]
@@ -441,12 +449,15 @@ def _read_chunks(path: Path, size: int = BLOCK_BYTES) -> Iterable[bytes]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.detector.diagnose", description="Diagnose a CI job log without the mesh.")
+    parser = argparse.ArgumentParser(
+        prog="python -m services.detector.diagnose", description="Diagnose a CI job log without the mesh."
+    )
     parser.add_argument("log", type=Path, help="the job log file")
     parser.add_argument("--junit", type=Path, help="a JUnit XML report of the same job")
     parser.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
     parser.add_argument("--no-model", action="store_true", help="patterns only, even if a trained model is available")
-    parser.add_argument("--model", type=Path, default=None, help="where the trained model is cached (default: ~/.cache/healing-guard/detector-model.bin)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="where the trained model is cached (default: ~/.cache/healing-guard/detector-model.bin)")
     parser.add_argument("--threshold", type=float, default=0.6, help="confidence below which the class is UNKNOWN")
     args = parser.parse_args(argv)
     try:
@@ -473,7 +484,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("failed tests: " + ", ".join(result.failed_tests[:10]))
     if result.flaky_tests:
         print("flaky tests: " + ", ".join(result.flaky_tests[:10]))
-    print(f"scanned {result.bytes_scanned} bytes, {result.lines_scanned} lines; {result.redaction_count} secrets redacted")
+    print(f"scanned {result.bytes_scanned} bytes, {result.lines_scanned} lines; "
+          f"{result.redaction_count} secrets redacted")
     print("evidence:")
     for line in result.evidence:
         print(f"  {line.line:>6} | {line.text}")

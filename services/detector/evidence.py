@@ -31,7 +31,9 @@ _STEP_OPTIONS.never_capture = True
 # Where a step begins: GitHub groups, GitLab sections and commands, Jenkins stages,
 # Gradle tasks, BuildKit steps. The last one before the evidence names the failing step.
 STEP_HEADER = re2.compile(
-    rb"(?m)^(?:[0-9T:.\-]+Z )?(?:##\[group\]Run |\$ |\[Pipeline\] \{ \(|> Task :|#[0-9]+ \[[^\]]+\] (?:RUN|COPY|FROM) |section_start:[0-9]+:)[^\n]*",
+    rb"(?m)^(?:[0-9T:.\-]+Z )?"
+    rb"(?:##\[group\]Run |\$ |\[Pipeline\] \{ \(|> Task :|#[0-9]+ \[[^\]]+\] (?:RUN|COPY|FROM) |section_start:[0-9]+:)"
+    rb"[^\n]*",
     _STEP_OPTIONS,
 )
 
@@ -108,7 +110,9 @@ class EvidenceCollector:
         found = _last_step_header(block, line_start)
         if found is None:
             return self._last_step
-        return EvidenceLine(line_no - block.count(b"\n", found[0], line_start), _decode_clip(block[found[0] : found[1]]))
+        return EvidenceLine(
+            line_no - block.count(b"\n", found[0], line_start), _decode_clip(block[found[0] : found[1]])
+        )
 
     def _capture_following(self, first_line_no: int, block: bytes) -> None:
         """Each open candidate's line and the lines after it, up to its context's end."""

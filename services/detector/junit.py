@@ -65,11 +65,15 @@ def parse_junit(xml: bytes, max_bytes: int = MAX_JUNIT_BYTES) -> JUnitReport:
     try:
         root = SafeElementTree.fromstring(xml, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except defusedxml.DefusedXmlException as refused:
-        raise InvalidArgument("junit_xml", f"refused: {type(refused).__name__} (DTDs and entities are not allowed)") from None
+        raise InvalidArgument(
+            "junit_xml", f"refused: {type(refused).__name__} (DTDs and entities are not allowed)"
+        ) from None
     except ElementTree.ParseError as error:
         raise InvalidArgument("junit_xml", f"is not well-formed XML ({error})") from None
     if _local(root.tag) not in ("testsuites", "testsuite", "testcase"):
-        raise InvalidArgument("junit_xml", f"root element must be <testsuites> or <testsuite>, got <{_local(root.tag)}>")
+        raise InvalidArgument(
+            "junit_xml", f"root element must be <testsuites> or <testsuite>, got <{_local(root.tag)}>"
+        )
     failed: list[FailedTest] = []
     passed: list[str] = []
     skipped = 0

@@ -4,7 +4,8 @@ Only the informative part of a log is read: its last lines (CI jobs stop at the
 first failing step, so the cause is near the end) and the error-looking lines of
 its last 32 KiB. Lines are normalised (colours, timestamps, numbers,
 paths masked) and split into word tokens (camelCase and snake_case split, so
-`OutOfMemoryError` and `out of memory` share words), then TF-IDF over words feeds a logistic regression whose probabilities are calibrated
+`OutOfMemoryError` and `out of memory` share words), then TF-IDF over words feeds
+a logistic regression whose probabilities are calibrated
 (CalibratedClassifierCV, sigmoid). When the caller knows which generator or
 repository each training log came from, calibration folds are grouped by it, so
 the probabilities are honest about logs unlike anything seen in training.

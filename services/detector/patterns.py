@@ -115,7 +115,9 @@ def validate_pattern(pattern: Pattern) -> Pattern:
             "pattern.pattern_id", f"must be 1..{MAX_PATTERN_ID_LENGTH} characters, got {len(pattern.pattern_id)}"
         )
     if not all(c.isalnum() or c in "-_.:" for c in pattern.pattern_id):
-        raise InvalidArgument("pattern.pattern_id", f"may use letters, digits and -_.: only, got {pattern.pattern_id!r}")
+        raise InvalidArgument(
+            "pattern.pattern_id", f"may use letters, digits and -_.: only, got {pattern.pattern_id!r}"
+        )
     try:
         failure_class = FailureClass(int(pattern.failure_class))
     except (ValueError, TypeError):
@@ -134,7 +136,9 @@ def validate_pattern(pattern: Pattern) -> Pattern:
     for field in ("description", "remediation_hint"):
         value = getattr(pattern, field)
         if len(value) > MAX_DESCRIPTION_LENGTH:
-            raise InvalidArgument(f"pattern.{field}", f"must be at most {MAX_DESCRIPTION_LENGTH} characters, got {len(value)}")
+            raise InvalidArgument(
+                f"pattern.{field}", f"must be at most {MAX_DESCRIPTION_LENGTH} characters, got {len(value)}"
+            )
     compile_expression(pattern.expression)
     return dataclasses.replace(pattern, failure_class=failure_class)
 

@@ -71,7 +71,7 @@ def _detect_secrets_rules() -> list[RedactionRule]:
             continue
         for regex in plugin.denylist:
             expression = regex.pattern.replace("(?:(?<=\\W)|(?<=^))", "").replace("(?!\\w)", "")
-            expression = re.sub(r"\{(\d+),(\d{4,})\}", lambda m: "{%s,1000}" % m.group(1), expression)
+            expression = re.sub(r"\{(\d+),(\d{4,})\}", lambda m: f"{{{m.group(1)},1000}}", expression)
             if regex.flags & re.IGNORECASE:
                 expression = "(?i)" + expression
             group = 0 if plugin.__name__ in _WHOLE_MATCH_PLUGINS or regex.groups == 0 else 1
@@ -79,7 +79,11 @@ def _detect_secrets_rules() -> list[RedactionRule]:
     return rules
 
 
-_SECRET_NAME = r"[A-Za-z0-9_.-]*(?:TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|PWD|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|_KEY|CREDENTIALS?|AUTH)[A-Za-z0-9_]*"
+_SECRET_NAME = (
+    r"[A-Za-z0-9_.-]*"
+    r"(?:TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|PWD|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|_KEY|CREDENTIALS?|AUTH)"
+    r"[A-Za-z0-9_]*"
+)
 
 _OWN_RULES = [
     RedactionRule("aws_access_key", r"\b(?:A3T[A-Z0-9]|ABIA|ACCA|AKIA|ASIA)[0-9A-Z]{16}\b", 0),
@@ -95,10 +99,17 @@ _OWN_RULES = [
     RedactionRule("azure_sas_signature", r"(?i)[?&]sig=([A-Za-z0-9%+/=]{30,})", 1),
     RedactionRule("azure_connection_string", r"(?i)(?:AccountKey|SharedAccessKey)=([A-Za-z0-9+/=]{20,})", 1),
     RedactionRule("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", 0),
-    RedactionRule("bearer_token", r"(?i)\bauthorization\s*[:=]\s*[\"']?(?:bearer|basic|token)\s+([A-Za-z0-9._~+/=-]{8,})", 1),
+    RedactionRule(
+        "bearer_token", r"(?i)\bauthorization\s*[:=]\s*[\"']?(?:bearer|basic|token)\s+([A-Za-z0-9._~+/=-]{8,})", 1
+    ),
     RedactionRule("url_password", r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@\"']+:([^\s@/\"']+)@", 1),
     RedactionRule("secret_assignment", r"\b" + _SECRET_NAME + r"\b[\"']?\s*(?:=|:|:=|=>)\s*[\"']?([^\s\"',;]{3,})", 1),
-    RedactionRule("secret_assignment", r"(?i)\b(?:password|passwd|secret|token|api[_-]?key|access[_-]?key|client[_-]?secret)[\"']?\s*(?:=|:|:=|=>)\s*[\"']?([^\s\"',;]{6,})", 1),
+    RedactionRule(
+        "secret_assignment",
+        r"(?i)\b(?:password|passwd|secret|token|api[_-]?key|access[_-]?key|client[_-]?secret)"
+        r"[\"']?\s*(?:=|:|:=|=>)\s*[\"']?([^\s\"',;]{6,})",
+        1,
+    ),
     RedactionRule("secret_flag", r"(?i)--(?:password|token|secret|api-key)[= ]([^\s\"']{4,})", 1),
     RedactionRule("high_entropy_value", r"\b[A-Za-z0-9_.-]+[\"']?\s*(?:=|:)\s*[\"']?([A-Za-z0-9+/_=-]{20,})", 1),
 ]
@@ -122,7 +133,7 @@ class _RuleSet:
 
 
 _VALUE_CHAR = "[A-Za-z0-9+/_=-]"
-_RANDOM_RUN = (
+_RANDOM_RUN = (  # noqa: UP032 -- {c} keeps the character class out of the way of the shape
     "{c}*(?:[A-Z]{c}*(?:[a-z]{c}*[0-9]|[0-9]{c}*[a-z])|[a-z]{c}*(?:[A-Z]{c}*[0-9]|[0-9]{c}*[A-Z])"
     "|[0-9]{c}*(?:[A-Z]{c}*[a-z]|[a-z]{c}*[A-Z]))"
 ).format(c=_VALUE_CHAR)
@@ -222,7 +233,7 @@ def _redact_line(line: bytes, rules: _RuleSet, kinds: Counter[str]) -> bytes:
 
 # Runs of the characters the entropy rule's value is made of (a possessive-free, linear
 # pattern: a start inside a short run fails within 20 characters).
-_VALUE_RUN = re.compile(r"[A-Za-z0-9+/_=-]{%d,}" % MIN_ENTROPY_VALUE_LENGTH)
+_VALUE_RUN = re.compile(rf"[A-Za-z0-9+/_=-]{{{MIN_ENTROPY_VALUE_LENGTH},}}")
 
 
 def _may_hold_random_value(line: str) -> bool:

@@ -51,19 +51,29 @@ class Sealer:
         if not blob.startswith(SEALED_FORMAT) or len(blob) < 1 + NONCE_BYTES + KEY_BYTES + 16:
             raise FailedPrecondition(f"wrapped key of tenant {wrapped.tenant!r} is malformed")
         try:
-            key = self._master.decrypt(blob[1 : 1 + NONCE_BYTES], blob[1 + NONCE_BYTES :], _aad("tenant-key", wrapped.tenant))
+            key = self._master.decrypt(
+                blob[1 : 1 + NONCE_BYTES], blob[1 + NONCE_BYTES :], _aad("tenant-key", wrapped.tenant)
+            )
         except InvalidTag:
-            raise FailedPrecondition(f"wrapped key of tenant {wrapped.tenant!r} does not open with this master key") from None
+            raise FailedPrecondition(
+                f"wrapped key of tenant {wrapped.tenant!r} does not open with this master key"
+            ) from None
         return AESGCM(key)
 
     def seal(self, wrapped: WrappedKey, failure_id: str, plaintext: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
-        return SEALED_FORMAT + nonce + self._data_key(wrapped).encrypt(nonce, plaintext, _aad(wrapped.tenant, failure_id))
+        return SEALED_FORMAT + nonce + self._data_key(wrapped).encrypt(
+            nonce, plaintext, _aad(wrapped.tenant, failure_id)
+        )
 
     def open(self, wrapped: WrappedKey, failure_id: str, sealed: bytes) -> bytes:
         if not sealed.startswith(SEALED_FORMAT) or len(sealed) < 1 + NONCE_BYTES + 16:
             raise FailedPrecondition(f"sealed evidence of failure {failure_id!r} is malformed")
         try:
-            return self._data_key(wrapped).decrypt(sealed[1 : 1 + NONCE_BYTES], sealed[1 + NONCE_BYTES :], _aad(wrapped.tenant, failure_id))
+            return self._data_key(wrapped).decrypt(
+                sealed[1 : 1 + NONCE_BYTES], sealed[1 + NONCE_BYTES :], _aad(wrapped.tenant, failure_id)
+            )
         except InvalidTag:
-            raise FailedPrecondition(f"sealed evidence of failure {failure_id!r} does not open for tenant {wrapped.tenant!r}") from None
+            raise FailedPrecondition(
+                f"sealed evidence of failure {failure_id!r} does not open for tenant {wrapped.tenant!r}"
+            ) from None

@@ -496,7 +496,8 @@ class DetectorStore:
         with self._db.transaction() as conn:
             return (
                 conn.execute(
-                    "INSERT OR IGNORE INTO test_runs (tenant, test_name, commit_sha, run_id, passed, recorded_at, repository) "
+                    "INSERT OR IGNORE INTO test_runs "
+                    "(tenant, test_name, commit_sha, run_id, passed, recorded_at, repository) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
                         tenant,
@@ -550,7 +551,8 @@ class DetectorStore:
         """The same test both failed and passed on the same commit: flaky by definition."""
         with self._db.read() as conn:
             row = conn.execute(
-                "SELECT MIN(passed) AS lo, MAX(passed) AS hi FROM test_runs WHERE tenant = ? AND test_name = ? AND commit_sha = ?",
+                "SELECT MIN(passed) AS lo, MAX(passed) AS hi FROM test_runs "
+                "WHERE tenant = ? AND test_name = ? AND commit_sha = ?",
                 (tenant, test_name, commit),
             ).fetchone()
         return row["lo"] == 0 and row["hi"] == 1
@@ -569,7 +571,8 @@ class DetectorStore:
         with self._db.transaction() as conn:
             return (
                 conn.execute(
-                    "INSERT OR IGNORE INTO outcomes (tenant, failure_id, action, succeeded, detail, recorded_at, outcome_id) "
+                    "INSERT OR IGNORE INTO outcomes "
+                    "(tenant, failure_id, action, succeeded, detail, recorded_at, outcome_id) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (tenant, failure_id, action, int(succeeded), detail, time.time(), outcome_id),
                 ).rowcount
@@ -701,7 +704,8 @@ class DetectorStore:
             known = {
                 r["template_key"]
                 for r in conn.execute(
-                    f"SELECT template_key FROM templates WHERE tenant = ? AND template_key IN ({','.join('?' * len(fresh))})",
+                    "SELECT template_key FROM templates "
+                    f"WHERE tenant = ? AND template_key IN ({','.join('?' * len(fresh))})",
                     (tenant, *fresh),
                 ).fetchall()
             }

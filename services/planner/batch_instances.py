@@ -60,6 +60,7 @@ def generate_instance(n_failures: int, seed: int) -> BatchProblem:
         def cand(
             action: ActionKind, p_success: float, minutes: float, extra_usd: float = 0.0,
             shared: str | None = None, svc: str | None = None, on_pool: str = pool,
+            noise: float = noise, value: float = value, price: float = price,
         ) -> Candidate:
             p_success = float(min(0.98, p_success * noise))
             return Candidate(

@@ -276,7 +276,7 @@ def test_leader_killed_repeatedly_mid_dispatch_loses_and_repeats_nothing(cluster
             leader, term = cluster.leader()
             terms.append(term)
             calls = len(cluster.github.calls)
-            wait_until(lambda: len(cluster.github.calls) > calls, 15, f"{leader} (term {term}) to dispatch")
+            wait_until(lambda calls=calls: len(cluster.github.calls) > calls, 15, f"{leader} (term {term}) to dispatch")
             time.sleep(rng.uniform(0.0, 0.4))
             cluster.kill(leader, signal.SIGKILL)
             cluster.start(leader)

@@ -91,7 +91,9 @@ def test_no_token_is_unauthenticated_at_the_gateway(connection: MeshConnection) 
     ("wrong audience", grpc.StatusCode.PERMISSION_DENIED),
     ("other key", grpc.StatusCode.UNAUTHENTICATED),
 ])
-def test_bad_tokens_are_refused(connection: MeshConnection, mesh: Mesh, signer, tenant: str, problem: str, refusal: grpc.StatusCode) -> None:  # type: ignore[no-untyped-def]
+def test_bad_tokens_are_refused(  # type: ignore[no-untyped-def]
+    connection: MeshConnection, mesh: Mesh, signer, tenant: str, problem: str, refusal: grpc.StatusCode
+) -> None:
     if problem == "expired":
         token = signer.mint("ci-bot", tenant, ["operator"], ttl_seconds=60, now=time.time() - 3600)
     elif problem == "wrong audience":

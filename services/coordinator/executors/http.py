@@ -20,7 +20,6 @@ import http.client
 import json
 import logging
 import random
-import socket
 import threading
 import time
 import urllib.parse
@@ -166,7 +165,7 @@ class HttpClient:
             attempt += 1
             try:
                 response = self._send_once(method, target, body, send_headers)
-            except (TimeoutError, socket.timeout) as exc:
+            except TimeoutError as exc:
                 if method not in IDEMPOTENT_METHODS:
                     raise ProviderUnavailable(
                         f"{self.provider_name} did not answer {what} within {self.timeout_seconds:g} s; "

@@ -28,7 +28,9 @@ def _fill(log: AuditLog, n: int = 12) -> None:
 
 
 def test_append_returns_indexes_that_prove_against_the_signed_head(audit_log: AuditLog) -> None:
-    result = audit_log.append([NewEntry("PLAN", "acme", "failure/1", b"p"), NewEntry("ACTION", "acme", "failure/1", b"a")])
+    result = audit_log.append(
+        [NewEntry("PLAN", "acme", "failure/1", b"p"), NewEntry("ACTION", "acme", "failure/1", b"a")]
+    )
     assert result.indexes == [0, 1] and result.tree_size == 2
     head = audit_log.signed_tree_head()
     for index, leaf in zip(result.indexes, result.leaf_hashes, strict=True):
@@ -52,7 +54,9 @@ def test_heads_are_consistent_over_time(audit_log: AuditLog) -> None:
 
 def test_erasure_makes_payload_unreadable_and_tree_still_verifies(audit_log: AuditLog) -> None:
     _fill(audit_log, 3)
-    secret = audit_log.append([NewEntry("DIAGNOSIS", "acme", "user/alice", b"log excerpt with alice@example.com", True)])
+    secret = audit_log.append(
+        [NewEntry("DIAGNOSIS", "acme", "user/alice", b"log excerpt with alice@example.com", True)]
+    )
     index = secret.indexes[0]
     view = audit_log.get_entry(index)
     assert view.payload == b"log excerpt with alice@example.com" and not view.erased
@@ -67,7 +71,9 @@ def test_erasure_makes_payload_unreadable_and_tree_still_verifies(audit_log: Aud
     assert record.kind == "ERASURE" and erasure_record(record)["entries_erased"] == 1
     head = audit_log.signed_tree_head()
     proof = audit_log.inclusion_proof(index=index)
-    assert merkle.verify_inclusion(view.leaf_hash, index, head.checkpoint.tree_size, proof.hashes, head.checkpoint.root_hash)
+    assert merkle.verify_inclusion(
+        view.leaf_hash, index, head.checkpoint.tree_size, proof.hashes, head.checkpoint.root_hash
+    )
     cons = audit_log.consistency_proof(head_before.checkpoint.tree_size)
     assert merkle.verify_consistency(cons.old_size, cons.new_size, head_before.checkpoint.root_hash,
                                      head.checkpoint.root_hash, cons.hashes)
@@ -175,7 +181,9 @@ def test_flipping_any_byte_of_the_export_is_detected(position: int, xor: int) ->
     original = json.loads(EXPORT_TEXT)
     if doc == original:
         return  # the flip hit insignificant whitespace or an equivalent escape
-    if {k: v for k, v in doc.items() if k != "public_keys"} == {k: v for k, v in original.items() if k != "public_keys"}:
+    if {k: v for k, v in doc.items() if k != "public_keys"} == {
+        k: v for k, v in original.items() if k != "public_keys"
+    }:
         return  # embedded keys are a convenience; the trusted keys come from elsewhere
     with pytest.raises(VerificationError):
         verify_export(doc, EXPORT_KEYS)
@@ -248,12 +256,15 @@ def test_random_reads_match_what_was_written(audit_log: AuditLog) -> None:
     written = []
     for _ in range(5):
         batch = [NewEntry(rng.choice(["PLAN", "ACTION", "OUTCOME"]), rng.choice(["a", "b"]), f"f/{rng.randrange(5)}",
-                          rng.randbytes(rng.randrange(0, 300)), rng.random() < 0.3) for _ in range(rng.randrange(1, 20))]
+                          rng.randbytes(rng.randrange(0, 300)), rng.random() < 0.3)
+                 for _ in range(rng.randrange(1, 20))]
         audit_log.append(batch)
         written.extend(batch)
     for index, new in enumerate(written):
         view = audit_log.get_entry(index)
-        assert (view.kind, view.tenant_id, view.subject, view.payload) == (new.kind, new.tenant_id, new.subject, new.payload)
+        assert (view.kind, view.tenant_id, view.subject, view.payload) == (
+            new.kind, new.tenant_id, new.subject, new.payload
+        )
     listed = audit_log.list_entries(tenant_id="a", subject="f/2")
     assert [v.index for v in listed] == [i for i, n in enumerate(written) if n.tenant_id == "a" and n.subject == "f/2"]
     assert datetime.now(UTC)  # the log's own clock is injected; nothing here depends on wall time

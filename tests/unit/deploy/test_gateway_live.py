@@ -45,7 +45,7 @@ def gateway(pki: PkiPaths, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     work = tmp_path_factory.mktemp("gateway")
     listen, admin, *upstream_ports = _free_ports(2 + len(SERVICE_NAMES))
     spec = GatewaySpec(
-        upstreams={name: Endpoint("127.0.0.1", port) for name, port in zip(SERVICE_NAMES, upstream_ports)},
+        upstreams={name: Endpoint("127.0.0.1", port) for name, port in zip(SERVICE_NAMES, upstream_ports, strict=True)},
         ca=pki.ca, cert=pki.cert("gateway"), key=pki.key("gateway"), jwks_path=pki.jwks,
         listen_port=listen, admin_port=admin,
         tenant_rate_limit=TokenBucket(TENANT_BURST, 1, 60.0))

@@ -13,7 +13,10 @@ from services.detector.templates import TemplateMiner
 
 
 def ordinary_log(rng: random.Random) -> str:
-    lines = [f"Step {i}: compiling module_{rng.randint(1, 40)} ({rng.randint(1, 900)} ms)" for i in range(rng.randint(40, 60))]
+    lines = [
+        f"Step {i}: compiling module_{rng.randint(1, 40)} ({rng.randint(1, 900)} ms)"
+        for i in range(rng.randint(40, 60))
+    ]
     lines += [f"Downloaded {rng.randint(1, 900)} kB" for _ in range(rng.randint(5, 10))]
     lines.append("ERROR: Job failed: exit code 1")
     return "\n".join(lines) + "\n"

@@ -70,7 +70,9 @@ def test_zero_byte_chunks_and_tiny_chunks_give_the_same_diagnosis(diagnoser: Dia
     whole = diagnoser.diagnose(log)
     pieces = [b""] + [log[i : i + 13] for i in range(0, len(log), 13)] + [b""]
     streamed = diagnoser.diagnose_stream(iter(pieces))
-    assert (streamed.failure_class, streamed.signature, streamed.evidence) == (whole.failure_class, whole.signature, whole.evidence)
+    assert (streamed.failure_class, streamed.signature, streamed.evidence) == (
+        whole.failure_class, whole.signature, whole.evidence
+    )
 
 
 def test_invalid_utf8_is_replaced_not_fatal(diagnoser: Diagnoser) -> None:
@@ -118,7 +120,10 @@ def test_unsure_model_gives_unknown() -> None:
 
 
 def test_root_cause_outranks_symptoms(diagnoser: Diagnoser) -> None:
-    log = b"FAILED tests/test_a.py::test_x - OSError\n=== 1 failed, 3 passed in 2.0s ===\nOSError: [Errno 28] No space left on device\n"
+    log = (
+        b"FAILED tests/test_a.py::test_x - OSError\n=== 1 failed, 3 passed in 2.0s ===\n"
+        b"OSError: [Errno 28] No space left on device\n"
+    )
     assert diagnoser.diagnose(log).failure_class == FailureClass.DISK_FULL
 
 
@@ -147,6 +152,7 @@ def test_cli_runs_as_a_module_and_reports_missing_files() -> None:
     )
     assert done.returncode == 0 and done.stdout.startswith("TIMEOUT")
     missing = subprocess.run(
-        [sys.executable, "-m", "services.detector.diagnose", "/nonexistent.log", "--no-model"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "services.detector.diagnose", "/nonexistent.log", "--no-model"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert missing.returncode == 1 and "cannot read" in missing.stderr

@@ -24,7 +24,8 @@ def test_failed_passed_and_skipped_are_separated() -> None:
 
 def test_billion_laughs_is_refused_not_expanded() -> None:
     bomb = b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">' + b"".join(
-        f'<!ENTITY a{i} "{"&a" + (str(i - 1) if i > 1 else "") + ";" * 1}' .encode() + b"&a;&a;&a;&a;&a;&a;&a;&a;&a;\">" for i in range(1, 10)
+        f'<!ENTITY a{i} "{"&a" + (str(i - 1) if i > 1 else "") + ";" * 1}' .encode() + b"&a;&a;&a;&a;&a;&a;&a;&a;&a;\">"
+        for i in range(1, 10)
     ) + b']><testsuite name="&a9;"/>'
     with pytest.raises(InvalidArgument) as refused:
         parse_junit(bomb)
@@ -32,7 +33,10 @@ def test_billion_laughs_is_refused_not_expanded() -> None:
 
 
 def test_external_entity_is_refused() -> None:
-    xxe = b'<?xml version="1.0"?><!DOCTYPE t [<!ENTITY x SYSTEM "file:///etc/passwd">]><testsuite><testcase name="a"><failure>&x;</failure></testcase></testsuite>'
+    xxe = (
+        b'<?xml version="1.0"?><!DOCTYPE t [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+        b'<testsuite><testcase name="a"><failure>&x;</failure></testcase></testsuite>'
+    )
     with pytest.raises(InvalidArgument, match="junit_xml"):
         parse_junit(xxe)
 
@@ -46,5 +50,7 @@ def test_malformed_reports_are_invalid_argument(bad: bytes) -> None:
 def test_size_limit_and_output_truncation() -> None:
     with pytest.raises(InvalidArgument, match="at most 100 bytes"):
         parse_junit(REPORT, max_bytes=100)
-    huge = b'<testsuite><testcase name="t"><failure message="m">' + b"x" * 100_000 + b"</failure></testcase></testsuite>"
+    huge = (
+        b'<testsuite><testcase name="t"><failure message="m">' + b"x" * 100_000 + b"</failure></testcase></testsuite>"
+    )
     assert len(parse_junit(huge).failed[0].output) <= MAX_OUTPUT_CHARS

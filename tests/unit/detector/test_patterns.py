@@ -8,7 +8,10 @@ from services.detector.patterns import KnowledgeBase, Pattern, default_patterns,
 
 
 def _pattern(expression: str, failure_class: FailureClass = FailureClass.NETWORK, **kw: object) -> Pattern:
-    return Pattern(pattern_id=kw.pop("pattern_id", "t.one"), tenant="acme", failure_class=failure_class, expression=expression, **kw)  # type: ignore[arg-type]
+    return Pattern(
+        pattern_id=kw.pop("pattern_id", "t.one"),  # type: ignore[arg-type]
+        tenant="acme", failure_class=failure_class, expression=expression, **kw,  # type: ignore[arg-type]
+    )
 
 
 def test_backreference_is_refused_naming_the_field() -> None:
@@ -79,7 +82,8 @@ def test_defaults_cover_every_concrete_class_and_compile() -> None:
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        ("FATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory", FailureClass.OUT_OF_MEMORY),
+        ("FATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory",
+         FailureClass.OUT_OF_MEMORY),
         ("Exception in thread \"main\" java.lang.OutOfMemoryError: Java heap space", FailureClass.OUT_OF_MEMORY),
         ("ERROR: Job failed: exit code 137", FailureClass.OUT_OF_MEMORY),
         ("cp: error writing 'x.tar': No space left on device", FailureClass.DISK_FULL),
@@ -88,13 +92,15 @@ def test_defaults_cover_every_concrete_class_and_compile() -> None:
         ("dial tcp: lookup db.internal on 10.0.0.2:53: no such host", FailureClass.NETWORK),
         ("--- FAIL: TestParseConfig (0.00s)", FailureClass.TEST_FAILURE),
         ("main.go:14:2: undefined: fetchUser", FailureClass.COMPILE_ERROR),
-        ("src/app.ts(3,7): error TS2322: Type 'string' is not assignable to type 'number'.", FailureClass.COMPILE_ERROR),
+        ("src/app.ts(3,7): error TS2322: Type 'string' is not assignable to type 'number'.",
+         FailureClass.COMPILE_ERROR),
         ("✖ 4 problems (4 errors, 0 warnings)", FailureClass.LINT),
         ("ERROR: Job failed: execution took longer than 1h0m0s seconds", FailureClass.TIMEOUT),
         ("Build timed out (after 30 minutes). Marking the build as failed.", FailureClass.TIMEOUT),
         ("FATAL: Agent linux-7 went offline during the build", FailureClass.INFRASTRUCTURE),
         ("Error: Input required and not supplied: token", FailureClass.CONFIGURATION),
-        ("Error: User: arn:aws:sts::1:assumed-role/ci is not authorized to perform: s3:PutObject", FailureClass.PERMISSION),
+        ("Error: User: arn:aws:sts::1:assumed-role/ci is not authorized to perform: s3:PutObject",
+         FailureClass.PERMISSION),
         ("Tests run: 12, Failures: 0, Errors: 0, Skipped: 0, Flakes: 2", FailureClass.FLAKY_TEST),
     ],
 )

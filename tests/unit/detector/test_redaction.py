@@ -23,14 +23,20 @@ def _planted(rng: random.Random) -> list[tuple[str, str]]:
     github = "ghp_" + _random(rng, ALNUM, 36)
     github_pat = "github_pat_" + _random(rng, ALNUM + "_", 82)
     gitlab = "glpat-" + _random(rng, ALNUM + "-_", 20)
-    slack = "xoxb-" + _random(rng, string.digits, 12) + "-" + _random(rng, string.digits, 12) + "-" + _random(rng, ALNUM, 24)
+    slack = (
+        "xoxb-" + _random(rng, string.digits, 12) + "-" + _random(rng, string.digits, 12)
+        + "-" + _random(rng, ALNUM, 24)
+    )
     jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ" + _random(rng, ALNUM, 30) + "." + _random(rng, ALNUM + "-_", 43)
     gcp = "AIza" + _random(rng, ALNUM + "-_", 35)
     azure = _random(rng, ALNUM + "+/", 86) + "=="
     password = _random(rng, ALNUM + "!#%", 14)
     url_password = _random(rng, ALNUM, 12)
     token_value = _random(rng, ALNUM, 32)
-    entropy = _random(rng, string.ascii_lowercase, 8) + _random(rng, string.ascii_uppercase, 8) + _random(rng, string.digits, 8)
+    entropy = (
+        _random(rng, string.ascii_lowercase, 8) + _random(rng, string.ascii_uppercase, 8)
+        + _random(rng, string.digits, 8)
+    )
     stripe = "sk_live_" + _random(rng, ALNUM, 24)
     return [
         (f"  AWS_ACCESS_KEY_ID: {aws_id}", aws_id),
@@ -53,7 +59,8 @@ def _planted(rng: random.Random) -> list[tuple[str, str]]:
 ORDINARY = [
     "2025-03-11T10:09:44.1180000Z ##[group]Run actions/checkout@v4",
     "remote: Counting objects: 100% (1843/1843), done.",
-    "[command]/usr/bin/git -c protocol.version=2 fetch --no-tags --depth=1 origin +9f2c1e7a4b3d8c6e5f1a0b9c8d7e6f5a4b3c2d1e:refs/remotes/origin/main",
+    "[command]/usr/bin/git -c protocol.version=2 fetch --no-tags --depth=1 origin "
+    "+9f2c1e7a4b3d8c6e5f1a0b9c8d7e6f5a4b3c2d1e:refs/remotes/origin/main",
     "Download action repository 'actions/cache@v4' (SHA:1bd1e32a3bdc45362d1e726936510720a7c30a57)",
     "   Compiling tokio v1.42.0",
     "tests/api/test_billing.py ....................................              [ 23%]",
@@ -165,6 +172,9 @@ def test_the_prefilter_flags_every_line_a_rule_would_redact() -> None:
         ])
         lines.append(head.format(v=value))
         mixed = _random(rng, ALNUM + "+/_=-", rng.randint(18, 50))
-        lines.append(rng.choice(["{k}={v}", "{k}: '{v}'", "{k} = \"{v}\"", "x={k}={v}"]).format(k=rng.choice(["a", "ID", "x.y"]), v=mixed))
+        lines.append(
+            rng.choice(["{k}={v}", "{k}: '{v}'", "{k} = \"{v}\"", "x={k}={v}"])
+            .format(k=rng.choice(["a", "ID", "x.y"]), v=mixed)
+        )
     text = "\n".join(lines) + "\n"
     assert redact(text).text == _every_line_redacted(text)

@@ -17,7 +17,9 @@ def store(tmp_path: Path) -> DetectorStore:
 
 
 def _failure(tenant: str, failure_id: str = "f-1") -> FailureRecord:
-    return FailureRecord(tenant, failure_id, "github_actions", "acme/web", "ci", "build", "9400", 1, "a" * 40, "main", 137, 81.0, "r-1")
+    return FailureRecord(
+        tenant, failure_id, "github_actions", "acme/web", "ci", "build", "9400", 1, "a" * 40, "main", 137, 81.0, "r-1"
+    )
 
 
 def test_diagnosis_round_trip_with_evidence_sealed_at_rest(store: DetectorStore, tmp_path: Path) -> None:
@@ -62,7 +64,9 @@ def test_tenant_patterns_crud_and_visibility(store: DetectorStore) -> None:
         store.get_pattern("globex", mine.pattern_id)
     knowledge_base = store.knowledge_base("acme")
     assert Diagnoser(knowledge_base).diagnose(b"error: Vault is sealed\n").pattern_id == "acme.vault-sealed"
-    store.update_pattern(Pattern("acme.vault-sealed", "acme", FailureClass.CONFIGURATION, r"Vault is sealed", enabled=False))
+    store.update_pattern(
+        Pattern("acme.vault-sealed", "acme", FailureClass.CONFIGURATION, r"Vault is sealed", enabled=False)
+    )
     assert store.get_pattern("acme", "acme.vault-sealed").enabled is False
     store.delete_pattern("acme", "acme.vault-sealed")
     with pytest.raises(NotFound):

@@ -68,7 +68,9 @@ def test_strip_decorations_removes_colours_runner_timestamps_and_sections() -> N
 
 
 def test_normalise_line_masks_variables_but_keeps_the_message() -> None:
-    out = normalise_line("curl: (7) Failed to connect to 10.0.3.7:443 after 1302 ms in /tmp/build/x.tar.gz sha deadbeef1234")
+    out = normalise_line(
+        "curl: (7) Failed to connect to 10.0.3.7:443 after 1302 ms in /tmp/build/x.tar.gz sha deadbeef1234"
+    )
     assert out == "curl: (<NUM>) Failed to connect to <IP> after <NUM> ms in <PATH> sha <HEX>"
     assert normalise_line("See https://example.com/a/b?c=1 now") == "See <URL> now"
 
