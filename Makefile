@@ -41,8 +41,7 @@ integration: gen
 	$(PY) -m pytest -q tests/integration tests/e2e
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check --select F,E9 .   # gate: undefined names, unused imports, syntax
-	-$(VENV)/bin/ruff check --statistics .    # advisory: style (line length, bugbear)
+	$(VENV)/bin/ruff check .   # gate: every rule selected in pyproject.toml (E, F, W, I, B, UP)
 
 contracts: $(STAMP)
 	$(VENV)/bin/buf lint
