@@ -42,6 +42,7 @@ integration: gen
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .   # gate: every rule selected in pyproject.toml (E, F, W, I, B, UP)
+	$(VENV)/bin/mypy           # gate: type hints in services/ (settings in pyproject.toml)
 
 contracts: $(STAMP)
 	$(VENV)/bin/buf lint

@@ -37,7 +37,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from services.audit import merkle
 from services.audit.checkpoint import SignedTreeHead, VerificationError, VerifierKey, verify_signed_tree_head
@@ -151,7 +151,7 @@ def entry_from_json(item: Any, position: int) -> tuple[int, Entry, bytes, list[b
     if set(item) != _ENTRY_FIELDS:
         raise VerificationError(f"{where} must have exactly the fields {sorted(_ENTRY_FIELDS)}")
     try:
-        kind = EntryKind(item.get("kind"))
+        kind = EntryKind(cast(str, item.get("kind")))  # any other value: ValueError below
     except ValueError:
         raise VerificationError(f"{where}.kind {item.get('kind')!r} is not a known kind") from None
     encoding = _str(item.get("payload_encoding"), f"{where}.payload_encoding")

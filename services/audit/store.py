@@ -135,7 +135,7 @@ class KeyClaim:
 class Appended(NamedTuple):  # a tuple: one is built per appended entry
     """Where one requested entry is in the log; `duplicate` when its key was already used."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index; renaming would change the public API
     leaf_hash: bytes
     duplicate: bool = False
 
@@ -245,7 +245,7 @@ class AuditStore:
             border = border.copy()
             first = border.size
             answers: list[Appended] = []
-            entry_rows = []
+            entry_rows: list[tuple[object, ...]] = []
             node_rows = []
             key_rows = []
             in_batch: dict[tuple[str, str], tuple[Appended, bytes | None]] = {}
@@ -372,7 +372,8 @@ class AuditStore:
             raise InvalidArgument("limit", f"limit {query.limit} must be between 1 and {MAX_PAGE}")
         if query.start_index < 0:
             raise InvalidArgument("start_index", f"start_index {query.start_index} must be >= 0")
-        clauses, params = ["e.idx >= ?"], [query.start_index]
+        clauses: list[str] = ["e.idx >= ?"]
+        params: list[int | str] = [query.start_index]
         if query.tenant_id is not None:
             clauses.append("e.tenant_id = ?")
             params.append(query.tenant_id)

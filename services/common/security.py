@@ -172,7 +172,8 @@ class GuardedVerifier(TokenVerifier):
     """A TokenVerifier that also refuses revoked tokens, suspended tenants and locked-out subjects."""
 
     def __init__(self, *args: Any, revocations: RevocationList, **kwargs: Any) -> None:
-        super().__init__(*args, is_revoked=revocations.is_revoked, **kwargs)
+        # args never reach is_revoked's position: callers pass the JWKS (and options by keyword)
+        super().__init__(*args, is_revoked=revocations.is_revoked, **kwargs)  # type: ignore[misc]
         self.revocations = revocations
         self._file_jwks: Mapping[str, Any] = {"keys": []}
 

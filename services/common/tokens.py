@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -71,7 +71,10 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
 def public_jwk(key: ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey
                | ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> dict[str, str]:
     """The public JWK for a signing key, with kid = its RFC 7638 thumbprint."""
-    public = key.public_key() if hasattr(key, "private_bytes") else key
+    public = (
+        cast("ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey", key).public_key()
+        if hasattr(key, "private_bytes") else key
+    )
     if isinstance(public, ed25519.Ed25519PublicKey):
         raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         jwk: dict[str, str] = {"kty": "OKP", "crv": "Ed25519", "x": _b64url(raw)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import cast
 
 import grpc
 
@@ -42,7 +43,8 @@ def job_ref(job: dict[str, object]) -> common_pb2.JobRef:
 def outcome_message(record: ActionRecord) -> common_pb2.Outcome:
     return common_pb2.Outcome(
         outcome_id=record.action_id, tenant_id=record.tenant, plan_id=record.plan_id, action_id=record.action_id,
-        failure_id=record.failure_id, kind=int(record.kind), failure_class=int(record.failure_class),
+        failure_id=record.failure_id, kind=cast(common_pb2.ActionKind, int(record.kind)),
+        failure_class=cast(common_pb2.FailureClass, int(record.failure_class)),
         success=record.state is ActionState.ACTION_STATE_SUCCEEDED, detail=record.detail,
         runner_minutes=record.runner_minutes, job=job_ref(record.job), cluster_id=record.cluster_id,
         finished_at=timestamp(record.updated_at or time.time()), idempotency_key=record.idempotency_key,
@@ -129,7 +131,7 @@ class OutcomeNotifier:
             result=predictor_pb2.RUN_RESULT_SUCCESS if succeeded else predictor_pb2.RUN_RESULT_FAILURE,
             started_at=timestamp(record.updated_at or time.time()),
             duration_seconds=record.runner_minutes * 60,
-            failure_class=0 if succeeded else int(record.failure_class),
+            failure_class=cast(common_pb2.FailureClass, 0 if succeeded else int(record.failure_class)),
         )
         stub = self.peers.stub("predictor", predictor_pb2_grpc.PredictorStub)
         await stub.RecordRun(predictor_pb2.RecordRunRequest(tenant_id=record.tenant, run=run), timeout=TIMEOUT_S)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import replace
+from typing import cast
 
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -58,10 +59,12 @@ LIVE_DEFAULTS = {"lease_ttl_seconds": 5, "dispatch_concurrency": 4, "global_conc
 def record_message(record: ActionRecord) -> coordinator_pb2.ActionRecord:
     return coordinator_pb2.ActionRecord(
         action_id=record.action_id, tenant_id=record.tenant, plan_id=record.plan_id, failure_id=record.failure_id,
-        action=common_pb2.Action(action_id=record.action_id, kind=int(record.kind), parameters=record.parameters,
+        action=common_pb2.Action(action_id=record.action_id, kind=cast(common_pb2.ActionKind, int(record.kind)),
+                                 parameters=record.parameters,
                                  idempotency_key=record.idempotency_key, expected_success=record.expected_success,
                                  order=record.order, always_run=record.always_run),
-        job=job_ref(record.job), failure_class=int(record.failure_class), state=int(record.state),
+        job=job_ref(record.job), failure_class=cast(common_pb2.FailureClass, int(record.failure_class)),
+        state=cast(common_pb2.ActionState, int(record.state)),
         executor_id=record.executor_id, attempts=record.attempts, detail=record.detail,
         provider_reference=record.provider_reference, created_at=timestamp(record.created_at),
         updated_at=timestamp(record.updated_at), dispatched_by=record.dispatched_by, cluster_id=record.cluster_id,

@@ -9,6 +9,7 @@ index holds one tenant's clusters; `rows()` / `restore()` let the store persist 
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import re
 from collections import defaultdict
@@ -107,14 +108,14 @@ class ClusterIndex:
         except KeyError:
             raise NotFound("cluster", cluster_id) from None
 
-    def list(self, failure_class: FailureClass | None = None, limit: int = 100) -> list[ClusterRow]:
+    def list(self, failure_class: FailureClass | None = None, limit: int = 100) -> builtins.list[ClusterRow]:
         """Clusters, most recently seen first."""
         if limit < 1:
             raise InvalidArgument("limit", f"must be >= 1, got {limit}")
         rows = [c.row for c in self._clusters.values() if failure_class is None or c.row.failure_class is failure_class]
         return sorted(rows, key=lambda r: (-r.last_seen, r.cluster_id))[:limit]
 
-    def rows(self) -> list[ClusterRow]:
+    def rows(self) -> builtins.list[ClusterRow]:
         return [c.row for c in self._clusters.values()]
 
     @classmethod

@@ -84,7 +84,7 @@ def parse_junit(xml: bytes, max_bytes: int = MAX_JUNIT_BYTES) -> JUnitReport:
             raise InvalidArgument("junit_xml", f"has more than {MAX_TEST_CASES} test cases")
         name = case.get("name", "")
         classname = case.get("classname", "")
-        outcome = None
+        outcome: FailedTest | str | None = None
         for child in case:
             tag = _local(child.tag)
             if tag in ("failure", "error"):

@@ -17,9 +17,10 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import cast
 
 import re2
 
@@ -66,10 +67,13 @@ def _detect_secrets_rules() -> list[RedactionRule]:
     from detect_secrets.plugins.base import RegexBasedDetector
 
     rules = []
-    for secret_type, plugin in sorted(get_mapping_from_secret_type_to_class().items()):
+    # the library annotates the mapping's values with an unbound TypeVar (mypy reads it as Never)
+    mapping = cast("dict[str, type]", get_mapping_from_secret_type_to_class())
+    for secret_type, plugin in sorted(mapping.items()):
         if not issubclass(plugin, RegexBasedDetector) or plugin.__name__ in _SKIPPED_PLUGINS:
             continue
-        for regex in plugin.denylist:
+        # concrete plugins set denylist as a class attribute: a tuple of compiled patterns
+        for regex in cast("Iterable[re.Pattern[str]]", plugin.denylist):
             expression = regex.pattern.replace("(?:(?<=\\W)|(?<=^))", "").replace("(?!\\w)", "")
             expression = re.sub(r"\{(\d+),(\d{4,})\}", lambda m: f"{{{m.group(1)},1000}}", expression)
             if regex.flags & re.IGNORECASE:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import queue
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -79,7 +79,7 @@ def diagnosis_message(record: DiagnosisRecord) -> common_pb2.Diagnosis:
         failure_id=meta.failure_id,
         tenant_id=meta.tenant,
         job=common_pb2.JobRef(
-            provider=int(meta.provider),
+            provider=cast(common_pb2.Provider, int(meta.provider)),
             repository=meta.repository,
             pipeline=meta.pipeline,
             job=meta.job,
@@ -90,7 +90,7 @@ def diagnosis_message(record: DiagnosisRecord) -> common_pb2.Diagnosis:
             runner=meta.runner,
             job_id=meta.job_id,
         ),
-        failure_class=int(record.failure_class),
+        failure_class=cast(common_pb2.FailureClass, int(record.failure_class)),
         confidence=record.confidence,
         signature=record.signature,
         template=record.template,
@@ -118,7 +118,7 @@ def pattern_message(pattern: Pattern) -> detector_pb2.Pattern:
     return detector_pb2.Pattern(
         pattern_id=pattern.pattern_id,
         tenant_id=pattern.tenant,
-        failure_class=int(pattern.failure_class),
+        failure_class=cast(common_pb2.FailureClass, int(pattern.failure_class)),
         expression=pattern.expression,
         description=pattern.description,
         remediation_hint=pattern.remediation_hint,
@@ -146,7 +146,7 @@ def cluster_message(row: ClusterRow) -> detector_pb2.Cluster:
     return detector_pb2.Cluster(
         cluster_id=row.cluster_id,
         template="\n".join(row.signature),
-        failure_class=int(row.failure_class),
+        failure_class=cast(common_pb2.FailureClass, int(row.failure_class)),
         count=row.count,
         first_seen=timestamp(row.first_seen),
         last_seen=timestamp(row.last_seen),

@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from services.common.sqlite import Database
@@ -684,8 +685,8 @@ class DetectorStore:
                 (tenant, failure_id, json.dumps(vector), time.time()),
             )
 
-    def log_features(self, tenant: str, limit: int = 1000) -> list[list[float]]:
-        """The most recent feature vectors, oldest first."""
+    def log_features(self, tenant: str, limit: int = 1000) -> list[list[Any]]:
+        """The most recent feature vectors (LogFeatures' fields in order: ints and floats), oldest first."""
         with self._db.read() as conn:
             rows = conn.execute(
                 "SELECT vector FROM log_features WHERE tenant = ? ORDER BY created_at DESC, rowid DESC "

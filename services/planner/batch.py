@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import dimod
 import numpy as np
@@ -398,7 +399,7 @@ def _anneal(
     model: CompiledBatch,
     deadline: float,
     seed: int,
-    starts: list[np.ndarray],
+    starts: list[tuple[np.ndarray, str]],
     notes: list[str],
     stop: Callable[[], bool] = lambda: False,
 ) -> Selection:
@@ -432,7 +433,7 @@ def _anneal(
     while not out_of_time():
         reheat = rounds % 2 == 1 and best is not None
         bqm = _bqm_from_model(model, lam * scale, mu * scale, penalties)
-        extra = {}
+        extra: dict[str, Any] = {}
         if reheat:
             assert best is not None
             extra = {"initial_states": np.tile(best.x, (num_reads, 1)), "initial_states_generator": "none"}

@@ -280,6 +280,10 @@ def compile_problem(problem: BatchProblem) -> CompiledBatch:
     cols: list[np.ndarray] = []
     vals: list[np.ndarray] = []
     pools: list[np.ndarray] = []
+    # u, w and q are index arrays / a value array below, single indices / one weight in the shared-key loop
+    u: np.ndarray | int
+    w: np.ndarray | int
+    q: float | np.ndarray
     if problem.pool_congestion > 0:
         for members in by_pool.values():
             m = np.asarray(members, dtype=np.int64)

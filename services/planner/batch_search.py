@@ -67,7 +67,7 @@ class Selection:
         p = self.model.problem
         return self.minutes > p.capacity_minutes + _EPS or self.cost > p.budget_usd + _EPS
 
-    def fits(self, extra_minutes: np.ndarray | float, extra_cost: np.ndarray | float) -> np.ndarray:
+    def fits(self, extra_minutes: np.ndarray | float, extra_cost: np.ndarray | float) -> np.ndarray | bool:
         p = self.model.problem
         return (self.minutes + extra_minutes <= p.capacity_minutes + _EPS) & (
             self.cost + extra_cost <= p.budget_usd + _EPS

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -51,7 +51,7 @@ def plan_message(plan: Plan, diagnosis: common_pb2.Diagnosis | None = None, risk
                  risk_summary: str = "") -> common_pb2.HealingPlan:
     message = common_pb2.HealingPlan(
         plan_id=plan.plan_id, tenant_id=plan.tenant, failure_id=plan.failure_id,
-        failure_class=int(plan.failure_class), expected_success=plan.expected_success,
+        failure_class=cast(common_pb2.FailureClass, int(plan.failure_class)), expected_success=plan.expected_success,
         expected_runner_minutes=plan.expected_minutes, expected_cost_usd=plan.expected_usd,
         rationale=plan.rationale, requires_approval=plan.requires_approval,
         risk=-1.0 if risk is None else risk, risk_summary=risk_summary, policy_rule=plan.policy_rule,
@@ -61,7 +61,8 @@ def plan_message(plan: Plan, diagnosis: common_pb2.Diagnosis | None = None, risk
         message.job.CopyFrom(diagnosis.job)
     for order, action in enumerate(plan.actions):
         message.actions.append(common_pb2.Action(
-            action_id=f"{plan.plan_id}-{order}", kind=int(action.kind), parameters=action.parameters,
+            action_id=f"{plan.plan_id}-{order}", kind=cast(common_pb2.ActionKind, int(action.kind)),
+            parameters=action.parameters,
             idempotency_key=action.idempotency_key, expected_success=action.expected_success,
             expected_runner_minutes=action.expected_minutes, expected_cost_usd=action.expected_usd, order=order,
             always_run=not action.if_previous_failed and order > 0,
@@ -272,7 +273,8 @@ def _policy_message(tenant: str, policies: dict[FailureClass, Policy], source: s
     for failure_class, policy in sorted(policies.items()):
         exploration = exploration and policy.exploration
         message.classes.append(planner_pb2.ClassPolicy(
-            failure_class=int(failure_class), allowed_actions=[int(a) for a in policy.allowed_actions],
+            failure_class=cast(common_pb2.FailureClass, int(failure_class)),
+            allowed_actions=[cast(common_pb2.ActionKind, int(a)) for a in policy.allowed_actions],
             max_attempts=policy.max_attempts, budget_runner_minutes=policy.budget_minutes,
             budget_usd=policy.budget_usd, requires_approval=policy.requires_human_approval,
         ))

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from healing_guard.common.v1 import common_pb2
 from healing_guard.predictor.v1 import predictor_pb2, predictor_pb2_grpc
@@ -274,7 +274,7 @@ def _anomaly(anomaly) -> predictor_pb2.Anomaly:  # type: ignore[no-untyped-def]
 def _recommendation(item) -> predictor_pb2.Recommendation:  # type: ignore[no-untyped-def]
     return predictor_pb2.Recommendation(
         recommendation_id=item.recommendation_id,
-        kind=int(item.action),
+        kind=cast(common_pb2.ActionKind, int(item.action)),
         parameters=dict(item.parameters),
         repository=item.repository,
         pipeline=item.pipeline,

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from healing_guard.tenancy.v1 import tenancy_pb2, tenancy_pb2_grpc
 from services.common import auth
@@ -55,7 +55,7 @@ def _require_platform_admin(action: str) -> None:
 def _quota_message(state: QuotaState) -> tenancy_pb2.Quota:
     return tenancy_pb2.Quota(
         tenant_id=state.tenant_id,
-        resource=int(state.resource),
+        resource=cast(tenancy_pb2.Resource, int(state.resource)),
         limit=state.limit,
         used=state.used,
         window_start=timestamp(state.window_start),
@@ -99,7 +99,7 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
             tenant_id=tenant.tenant_id,
             display_name=tenant.display_name,
             plan=tenant.plan,
-            state=int(tenant.state),
+            state=cast(tenancy_pb2.TenantState, int(tenant.state)),
             created_at=timestamp(tenant.created_at),
             config=config,
             suspended_reason=tenant.suspended_reason,
@@ -529,7 +529,7 @@ async def build(config: ServiceConfig, runtime: Runtime) -> Assembly:
         for row in store.revoked_since(now):  # republish (leases may have lapsed while we were down)
             with contextlib.suppress(Exception):
                 await publisher.revoke(
-                    str(row["token_id"]), str(row["reason"]), float(row["expires_at"]), now
+                    str(row["token_id"]), str(row["reason"]), float(cast("int | float", row["expires_at"])), now
                 )
         if keyring is not None:
             with contextlib.suppress(Exception):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from services.common.vocabulary import ActionKind, Provider
 from services.coordinator.executors.base import (
@@ -18,7 +18,7 @@ from services.coordinator.executors.base import (
     failed,
     unsupported,
 )
-from services.coordinator.executors.fresh_runner import execute_fresh_runner_step
+from services.coordinator.executors.fresh_runner import RunnerPool, execute_fresh_runner_step
 
 
 class ProviderExecutor:
@@ -38,7 +38,8 @@ class ProviderExecutor:
             if request.kind is ActionKind.RETRY:
                 result = self.rerun(request)
             elif request.kind is ActionKind.RETRY_ON_FRESH_RUNNER:
-                result = execute_fresh_runner_step(self, request, clock=self.clock)
+                # every provider subclass implements the RunnerPool methods
+                result = execute_fresh_runner_step(cast(RunnerPool, self), request, clock=self.clock)
             else:
                 result = unsupported(self.name, request)
         except (ProviderRejected, MissingParameter) as exc:
