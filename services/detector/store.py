@@ -200,40 +200,11 @@ class DetectorStore:
             conn.execute("DELETE FROM tenant_keys WHERE tenant = ?", (tenant,))
 
     # --- failures and diagnoses ------------------------------------------------
-    def record_failure(self, failure: FailureRecord) -> None:
-        _require_tenant(failure.tenant)
-        if failure.attempt < 1:
-            raise InvalidArgument("attempt", f"must be >= 1, got {failure.attempt}")
-        with self._db.transaction() as conn:
-            if conn.execute(
-                "SELECT 1 FROM failures WHERE tenant = ? AND failure_id = ?",
-                (failure.tenant, failure.failure_id),
-            ).fetchone():
-                raise AlreadyExists("failure", failure.failure_id)
-            conn.execute(
-                "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    failure.tenant,
-                    failure.failure_id,
-                    failure.provider,
-                    failure.repository,
-                    failure.pipeline,
-                    failure.job,
-                    failure.run_id,
-                    failure.attempt,
-                    failure.commit,
-                    failure.branch,
-                    failure.exit_code,
-                    failure.duration_seconds,
-                    failure.runner,
-                    time.time(),
-                    failure.job_id,
-                ),
-            )
-
     def upsert_failure(self, failure: FailureRecord) -> bool:
         """Record a failure, or refresh it when the same job attempt is reported again; True if new."""
         _require_tenant(failure.tenant)
+        if failure.attempt < 1:
+            raise InvalidArgument("attempt", f"must be >= 1, got {failure.attempt}")
         values = (
             failure.provider,
             failure.repository,

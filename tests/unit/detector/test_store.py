@@ -23,7 +23,7 @@ def _failure(tenant: str, failure_id: str = "f-1") -> FailureRecord:
 
 
 def test_diagnosis_round_trip_with_evidence_sealed_at_rest(store: DetectorStore, tmp_path: Path) -> None:
-    store.record_failure(_failure("acme"))
+    store.upsert_failure(_failure("acme"))
     result = Diagnoser().diagnose(b"step\nUnique-Marker-Line: JavaScript heap out of memory\n")
     store.save_diagnosis("acme", "f-1", result)
     stored = store.get_diagnosis("acme", "f-1")
@@ -34,19 +34,18 @@ def test_diagnosis_round_trip_with_evidence_sealed_at_rest(store: DetectorStore,
 
 
 def test_tenants_are_isolated(store: DetectorStore) -> None:
-    store.record_failure(_failure("acme"))
+    store.upsert_failure(_failure("acme"))
     store.save_diagnosis("acme", "f-1", Diagnoser().diagnose(b"No space left on device\n"))
     with pytest.raises(NotFound):
         store.get_diagnosis("globex", "f-1")
     with pytest.raises(NotFound):
         store.get_failure("globex", "f-1")
-    with pytest.raises(AlreadyExists):
-        store.record_failure(_failure("acme"))
-    store.record_failure(_failure("globex"))  # the same id in another tenant is another failure
+    assert store.upsert_failure(_failure("acme")) is False  # the same job attempt again: refreshed, not new
+    assert store.upsert_failure(_failure("globex")) is True  # the same id in another tenant is another failure
 
 
 def test_shredding_makes_evidence_unreadable(store: DetectorStore) -> None:
-    store.record_failure(_failure("acme"))
+    store.upsert_failure(_failure("acme"))
     store.save_diagnosis("acme", "f-1", Diagnoser().diagnose(b"No space left on device\n"))
     store.shred_tenant("acme")
     with pytest.raises(FailedPrecondition):
