@@ -1,0 +1,456 @@
+# ruff: noqa: E501  (label tables: one label per line, kept whole to stay readable)
+"""Build data/real_ci/ (the real-world CI log corpus) from local git mirrors.
+
+This is how the committed files were produced; it is kept so that the corpus can be
+re-derived and audited. It needs the bare mirrors under /work/.mirror (see
+data/real_ci/PROVENANCE.md for the exact repositories and commits). The labels are
+written here by hand (tables below); see data/real_ci/LABELLING.md for the procedure.
+
+Usage: python scripts/build_real_ci_corpus.py [--only SOURCE ...]
+Rewrites data/real_ci/logs/<source>/ for the sources it builds and the whole of
+data/real_ci/labels.jsonl (entries of sources not rebuilt are kept as they are).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "data" / "real_ci"
+MIRROR = Path("/work/.mirror")
+
+
+def git_show(mirror: str, path: str, rev: str = "HEAD") -> bytes:
+    return subprocess.run(
+        ["git", "-C", str(MIRROR / mirror / "repo"), "show", f"{rev}:{path}"],
+        check=True,
+        capture_output=True,
+    ).stdout
+
+
+def git_ls(mirror: str, path: str) -> list[str]:
+    out = subprocess.run(
+        ["git", "-C", str(MIRROR / mirror / "repo"), "ls-tree", "-r", "--name-only", "HEAD", path],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [p for p in out.splitlines() if p]
+
+
+def head_commit(mirror: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(MIRROR / mirror / "repo"), "rev-parse", "HEAD"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+def line_count(data: bytes) -> int:
+    if not data:
+        return 0
+    return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+
+
+def entry(
+    *,
+    source: str,
+    name: str,
+    data: bytes | None,
+    rel_path: str,
+    provider: str,
+    failure_class: str,
+    confidence: str,
+    basis: str,
+    decisive: list[int],
+    decisive_by: str,
+    committed: bool = True,
+    notes: str | None = None,
+) -> dict:
+    e = {
+        "id": f"{source}/{name}",
+        "source": source,
+        "path": rel_path,
+        "committed": committed,
+        "sha256": hashlib.sha256(data).hexdigest() if data is not None else None,
+        "provider": provider,
+        "failure_class": failure_class,
+        "label_confidence": confidence,
+        "label_basis": basis,
+        "decisive_lines": sorted(set(decisive)),
+        "decisive_lines_by": decisive_by,
+    }
+    if notes:
+        e["notes"] = notes
+    return e
+
+
+def write_log(source: str, fname: str, data: bytes) -> str:
+    d = OUT / "logs" / source
+    d.mkdir(parents=True, exist_ok=True)
+    (d / fname).write_bytes(data)
+    return f"logs/{source}/{fname}"
+
+
+# --------------------------------------------------------------------------------------
+# pytorch/test-infra: aws/lambda/log-classifier/fixtures/classify/*.txt
+# label = (class, confidence, why). The source's rule name is found in ruleset.toml by the
+# fixture's matched line; FIXTURES.md says the #=MATCH=# line is the line the classifier
+# lands on and that a fixture is only checked in when that line "is the real failure".
+PYTORCH_LABELS: dict[str, tuple[str, str, str]] = {
+    "action_archive_download_failure": ("NETWORK", "medium", "runner could not download the action archive from codeload.github.com: HTTP timeout after 3 attempts"),
+    "artifact_not_found": ("INFRASTRUCTURE", "medium", "'Unable to download artifact(s): Artifact not found' (artifact service error)"),
+    "aws_credentials_load_failure": ("CONFIGURATION", "medium", "aws-actions credentials 'could not load credentials from any providers' (missing credentials/role setup)"),
+    "checkout_ciflow_tag_missing": ("CONFIGURATION", "high", "git fetch: couldn't find remote ref refs/tags/ciflow/... (missing tag)"),
+    "collection_assertionerror": ("TEST_FAILURE", "medium", "AssertionError raised by the test module (untested __torch_function__ overrides)"),
+    "collection_syntaxerror": ("COMPILE_ERROR", "high", "Python 'SyntaxError: invalid decimal literal' in the project's code"),
+    "compile_error": ("COMPILE_ERROR", "high", "rule 'Compile error': g++ 'error: no matching function for call'"),
+    "cuda_oom_class": ("OUT_OF_MEMORY", "high", "torch.OutOfMemoryError: CUDA out of memory"),
+    "dirty_checkout": ("CONFIGURATION", "low", "'Build left local git repository checkout dirty' (untracked cmake/bolt_profiles/ after the build); repo-hygiene check, judgement call"),
+    "distributed_test_wrapper": ("TEST_FAILURE", "medium", "rule 'Test class does not extend TestCase': the test runner rejects a test class"),
+    "docker_manifest_unknown": ("DEPENDENCY_FETCH", "medium", "docker pull: 'manifest for python:3.14t not found: manifest unknown' (image cannot be resolved)"),
+    "gh_api_rate_limit": ("INFRASTRUCTURE", "low", "GitHub API 'API rate limit exceeded' (service limit, not a code problem); judgement call"),
+    "gha_cancellation_shutdown": ("INFRASTRUCTURE", "high", "'The runner has received a shutdown signal'"),
+    "gha_catchall_sigint": ("INFRASTRUCTURE", "medium", "'##[error]received SIGINT' (signal from outside the job)"),
+    "gha_operation_canceled": ("INFRASTRUCTURE", "low", "'The operation was canceled.' with no reason given; taken as a cancellation from outside the job"),
+    "gha_timeout": ("TIMEOUT", "high", "rule 'GHA timeout': 'The action 'Test' has timed out after 360 minutes'"),
+    "ghstack_cherry_pick": ("CONFIGURATION", "low", "ghstack git cherry-pick failed (PR stack does not apply); judgement call"),
+    "ghstack_old_version_pr_count": ("CONFIGURATION", "medium", "'you are using an old version of ghstack. Please update ghstack and resubmit'"),
+    "ghstack_out_of_sync": ("CONFIGURATION", "medium", "'PR ... is out of sync with the corresponding revision ... non ghstack change in the PR'"),
+    "ghstack_too_deep": ("CONFIGURATION", "low", "CI policy refusal: 'sits on top of >=10 ghstack entries; refusing to run CI'; judgement call"),
+    "inductor_graph_breaks": ("TEST_FAILURE", "medium", "rule 'inductor model failure': 'FAIL: graph_breaks=4, expected=2'"),
+    "infra_osdc_pod_failure": ("INFRASTRUCTURE", "high", "'pod failed to come online ... Pending: backoff timeout'"),
+    "lint_lintrunner": ("LINT", "high", "rule 'Lintrunner failure': '>>> Lint for <file>'"),
+    "lintrunner_general_failure": ("LINT", "medium", "rule 'Lintrunner general linter failure': 'Error (CLANGTIDY_EXECUTORCH_COMPATIBILITY) Linter failed'"),
+    "msvc_compiler_error": ("COMPILE_ERROR", "high", "rule 'MSVC compiler error': 'error C2143: syntax error'"),
+    "ninja_build_failed": ("CONFIGURATION", "medium", "ninja FAILED [code=127]: 'CMAKE_CXX_COMPILER_CLANG_SCAN_DEPS-NOTFOUND: not found' (toolchain not set up, not a code error)"),
+    "pip_wheel_build_failure": ("CONFIGURATION", "medium", "'Failed building wheel for torchcomms' after cmake 'No GPU arch specified for ROCm build. Please use PYTORCH_ROCM_ARCH environment variable'"),
+    "pr_sanity_exit_code_only": ("LINT", "low", "PR sanity check: 'Your PR is 3174 LOC which is more than the 2000 maximum' (static check of the change); judgement call"),
+    "pr_time_benchmarks_regression": ("TEST_FAILURE", "low", "benchmark check 'MISSING REGRESSION TEST'; judgement call"),
+    "pytest_failure": ("TIMEOUT", "medium", "source rule 'pytest failure', but the failure is 'Process 0 terminated or timed out after 310 seconds' / 'Timing out after 300 seconds and killing subprocesses' (test time limit)"),
+    "pytest_failures_section": ("TEST_FAILURE", "high", "rule 'pytest failure': per-test header under ==== FAILURES ===="),
+    "python_importerror_missing_so": ("COMPILE_ERROR", "low", "'import torch' smoke test of the built wheel: ImportError librocm_smi64.so.1 missing (packaging/build fault); judgement call"),
+    "python_importerror_name": ("COMPILE_ERROR", "medium", "ImportError: cannot import name ... from torch._dynamo (the project's code)"),
+    "python_runtimeerror": ("LINT", "low", "a lint adapter (stable_shim_version_linter) crashed: 'git diff ... timed out after 5 seconds'; judgement call"),
+    "python_test_keyboardinterrupt": ("TIMEOUT", "medium", "rule 'Python Test timeout (KeyboardInterrupt)'"),
+    "s3_access_denied": ("PERMISSION", "high", "'is not authorized to perform: s3:PutObject'"),
+    "test_file_failed_wrapper": ("TEST_FAILURE", "medium", "run_test.py 'test_cuda 1/1 failed!'"),
+    "test_file_signal_crash": ("TEST_FAILURE", "low", "'nn/test_pruning 1/1 failed! Received signal: SIGBUS' (test process crashed); judgement call"),
+    "test_file_timeout": ("TIMEOUT", "high", "rule 'Test file timeout': 'Command took >30min, returning 124'"),
+    "unittest_failed_consistently": ("TEST_FAILURE", "high", "'FAILED CONSISTENTLY: <test>' (failed on every rerun, so not flaky)"),
+    "uv_python_download_failed": ("DEPENDENCY_FETCH", "medium", "uv: 'Error while fetching remote python downloads json'"),
+}
+
+
+def build_pytorch() -> list[dict]:
+    mirror, src = "pytorch+test-infra", "pytorch-test-infra"
+    base = "aws/lambda/log-classifier/fixtures/classify/"
+    out = []
+    for path in git_ls(mirror, base):
+        if not path.endswith(".txt"):
+            continue
+        name = Path(path).stem
+        raw = git_show(mirror, path)
+        lines = raw.split(b"\n")
+        notes = []
+        if lines and lines[0].startswith(b"#=SOURCE=#"):
+            notes.append("originating job: " + lines[0][len(b"#=SOURCE=# ") :].decode().strip())
+            lines = lines[1:]
+        decisive = []
+        for i, ln in enumerate(lines):
+            if ln.startswith(b"#=MATCH=# "):
+                ln = ln[len(b"#=MATCH=# ") :]
+                ln = ln.replace("‹".encode(), b"").replace("›".encode(), b"")
+                lines[i] = ln
+                decisive.append(i + 1)
+        data = b"\n".join(lines)
+        cls, conf, why = PYTORCH_LABELS[name]
+        rel = write_log(src, name + ".log", data)
+        notes.append("fixture markers removed: '#=SOURCE=#' line, '#=MATCH=# ' prefix and the span marks")
+        out.append(
+            entry(
+                source=src,
+                name=name,
+                data=data,
+                rel_path=rel,
+                provider="github_actions",
+                failure_class=cls,
+                confidence=conf,
+                basis=f"fixture {name}.txt, #=MATCH=# line: {why}",
+                decisive=decisive,
+                decisive_by="source",
+                notes="; ".join(notes),
+            )
+        )
+    # One whole job log used by the crate's unit tests (fixtures/error_log_multiple_matches.txt).
+    path = "aws/lambda/log-classifier/fixtures/error_log_multiple_matches.txt"
+    data = git_show(mirror, path)
+    lines = data.split(b"\n")
+    want = [b"FAILED [0.0103s] inductor/test_triton_kernels.py::KernelTests::test_triton_kernel_tracing_dynamic_True"]
+    decisive = [i + 1 for i, ln in enumerate(lines) if any(w in ln for w in want)]
+    rel = write_log(src, "error_log_multiple_matches.log", data)
+    out.append(
+        entry(
+            source=src,
+            name="error_log_multiple_matches",
+            data=data,
+            rel_path=rel,
+            provider="github_actions",
+            failure_class="TEST_FAILURE",
+            confidence="medium",
+            basis="read by hand: '1 failed, 182 deselected, 2 rerun' and 'The following tests failed consistently' (not flaky: failed on every rerun)",
+            decisive=decisive,
+            decisive_by="labeller",
+            notes="whole job log from the crate's engine unit test (no in-band marker)",
+        )
+    )
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# mozilla/treeherder: tests/sample_data/logs/<name>.log.gz + <name>.logview.json
+TREEHERDER_LABELS: dict[str, tuple[str, str, str]] = {
+    "asan_too_large": ("TEST_FAILURE", "medium", "'AddressSanitizer: heap-use-after-free' during the test run (a genuine bug found by the tests)"),
+    "build-fail": ("COMPILE_ERROR", "high", "'error: linking with cargo-linker failed' / 'lld-link: error: undefined symbol' / 'mach build did not run successfully'"),
+    "crashtest-timeout": ("TIMEOUT", "medium", "'REFTEST TEST-UNEXPECTED-FAIL | ... | load failed: timed out after 300000 ms' (the earlier image download errors were retried)"),
+    "leak": ("TEST_FAILURE", "medium", "'TEST-UNEXPECTED-FAIL | leakcheck large nsGlobalWindowInner' (leak check of the tests)"),
+    "mochitest-crash": ("TEST_FAILURE", "low", "'MOZ_CRASH(Shutdown hanging at step XPCOMShutdownThreads)' / PROCESS-CRASH of the application under test; judgement call (a hang, but not a job time limit)"),
+    "mochitest-end": ("TIMEOUT", "medium", "'Test timed out', '4 test timeouts, giving up', 'application timed out after 370 seconds with no output'"),
+    "mochitest-fail": ("TEST_FAILURE", "high", "'TEST-UNEXPECTED-FAIL | ...browser_console_enable_network_monitoring.js | A promise chain failed'"),
+    "reftest-fail": ("TEST_FAILURE", "high", "'REFTEST TEST-UNEXPECTED-FAIL | ... | image comparison'"),
+    "reftest-timeout": ("TIMEOUT", "medium", "'TEST-UNEXPECTED-TIMEOUT | /css/css-inline/initial-letter/...'"),
+    "taskcluster-only": ("TIMEOUT", "high", "'[taskcluster:error] Task aborted - max run time exceeded'"),
+    "taskcluster-timeout": ("TIMEOUT", "high", "'application timed out after 370 seconds with no output' and '[taskcluster:error] Task aborted - max run time exceeded'"),
+    "timeout-crash": ("TIMEOUT", "medium", "'TEST-UNEXPECTED-TIMEOUT | automation.py | application timed out after 370 seconds with no output', then PROCESS-CRASH of the hung app"),
+    "too_many_failures": ("TEST_FAILURE", "high", "40 'TEST-UNEXPECTED-FAIL' webgl conformance lines"),
+    "windows-stuff": ("TEST_FAILURE", "medium", "'Assertion failure: !isStackAddress' (MOZ_ASSERT in the code under test), TEST-UNEXPECTED-FAIL, PROCESS-CRASH"),
+    "wpt-multiple": ("TEST_FAILURE", "medium", "'TEST-UNEXPECTED-FAIL' / 'TEST-UNEXPECTED-PASS' web-platform-tests results"),
+    "xpcshell-crash": ("TEST_FAILURE", "medium", "'PROCESS-CRASH | application crashed' in an xpcshell test"),
+}
+TREEHERDER_CAP = 700_000  # bytes per committed log window
+TREEHERDER_TAIL = 300  # lines kept from the end of the job
+TASK_PREFIX = re.compile(rb"^\[(task|taskcluster|setup|fetches)[^\]]*\] ")
+
+
+def _norm(line: bytes) -> bytes:
+    return TASK_PREFIX.sub(b"", line.rstrip(b"\r\n")).strip()
+
+
+def choose_segments(lines: list[bytes], found: list[int]) -> list[tuple[int, int]]:
+    """Half-open [lo, hi) segments of `lines` to keep, within TREEHERDER_CAP bytes.
+
+    The whole log if it fits. Otherwise the end of the job (last TREEHERDER_TAIL lines) plus
+    a window of context around every expected error line, merged; the context shrinks
+    (200/50, 100/30, 40/10, 10/3 lines before/after) until it fits, and if even the
+    smallest does not fit, expected lines are taken in log order while they fit."""
+    sizes = [len(ln) + 1 for ln in lines]
+    n = len(lines)
+    if sum(sizes) <= TREEHERDER_CAP:
+        return [(0, n)]
+    tail_lo = n
+    tail_bytes = 0
+    while tail_lo > 0 and n - tail_lo < TREEHERDER_TAIL and tail_bytes + sizes[tail_lo - 1] <= TREEHERDER_CAP // 4:
+        tail_lo -= 1
+        tail_bytes += sizes[tail_lo]
+
+    def merged(fs: list[int], before: int, after: int) -> list[tuple[int, int]]:
+        segs: list[tuple[int, int]] = []
+        for lo, hi in sorted([(max(0, f - before), min(n, f + after + 1)) for f in fs] + [(tail_lo, n)]):
+            if segs and lo <= segs[-1][1]:
+                segs[-1] = (segs[-1][0], max(segs[-1][1], hi))
+            else:
+                segs.append((lo, hi))
+        return segs
+
+    def cost(segs: list[tuple[int, int]]) -> int:
+        return sum(sum(sizes[lo:hi]) for lo, hi in segs)
+
+    for before, after in ((200, 50), (100, 30), (40, 10), (10, 3)):
+        segs = merged(found, before, after)
+        if cost(segs) <= TREEHERDER_CAP:
+            return segs
+    taken: list[int] = []
+    for f in found:
+        if cost(merged(taken + [f], 10, 3)) > TREEHERDER_CAP:
+            break
+        taken.append(f)
+    return merged(taken, 10, 3)
+
+
+def build_treeherder() -> list[dict]:
+    mirror, src = "mozilla+treeherder", "treeherder"
+    base = "tests/sample_data/logs/"
+    out = []
+    for name, (cls, conf, why) in TREEHERDER_LABELS.items():
+        raw = gzip.decompress(git_show(mirror, f"{base}{name}.log.gz"))
+        view = json.loads(git_show(mirror, f"{base}{name}.logview.json"))
+        lines = raw.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines = lines[:-1]
+            trailing_nl = True
+        else:
+            trailing_nl = False
+        norm = [_norm(ln) for ln in lines]
+        # Locate every expected error line by its text, nearest to the (0-based) linenumber given.
+        found: list[int] = []  # 0-based indices into `lines`
+        missing = 0
+        for err in view["errors"]:
+            want = err["line"].encode().strip()
+            n = err["linenumber"]
+            near = range(max(0, n - 50), min(len(lines), n + 50))
+            cands = [i for i in near if want in norm[i] or want in lines[i]]
+            if not cands:
+                cands = [i for i in range(len(lines)) if want in norm[i] or want in lines[i]]
+            if not cands:
+                missing += 1
+                continue
+            found.append(min(cands, key=lambda i: abs(i - n)))
+        found = sorted(set(found))
+        segs = choose_segments(lines, found)
+        kept: list[bytes] = []
+        decisive: list[int] = []
+        for lo, hi in segs:
+            for i in range(lo, hi):
+                if i in found:
+                    decisive.append(len(kept) + 1)
+                kept.append(lines[i])
+        data = b"\n".join(kept) + (b"\n" if trailing_nl else b"")
+        inside = {i for lo, hi in segs for i in range(lo, hi)}
+        dropped = [f + 1 for f in found if f not in inside]
+        notes = []
+        if segs != [(0, len(lines))]:
+            desc = " + ".join(f"{lo + 1}-{hi}" for lo, hi in segs)
+            notes.append(
+                f"truncated: original lines {desc} of {len(lines)} kept, in that order"
+                + (" (the gap between the segments is not marked in the file)" if len(segs) > 1 else "")
+                + f"; {len(dropped)} expected error line(s) outside the window"
+                + (f" (original lines {dropped[:5]}{'...' if len(dropped) > 5 else ''})" if dropped else "")
+            )
+        if missing:
+            notes.append(f"{missing} logview line(s) could not be found by text")
+        rel = write_log(src, name + ".log", data)
+        out.append(
+            entry(
+                source=src,
+                name=name,
+                data=data,
+                rel_path=rel,
+                provider="taskcluster",
+                failure_class=cls,
+                confidence=conf,
+                basis=f"treeherder logview expected error lines: {why}",
+                decisive=decisive,
+                decisive_by="source",
+                notes="; ".join(notes) or None,
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# fedora-copr/logdetective-sample: data/<uuid>/ + sample_metadata.yaml 'issue'
+# (uuid, log file, class, confidence, basis, needles to find the cause lines by text)
+LOGDETECTIVE_LABELS: list[tuple[str, str, str, str, str, list[str]]] = [
+    ("03588217-1fe3-4b5c-bbae-895d383251da", "builder-live.log", "DEPENDENCY_FETCH", "high",
+     "logdetective issue: 'RPM build failed due to missing dependency pkgconfig(mjpegtools) >= 2.0.0'", ["pkgconfig(mjpegtools) >= 2.0.0"]),
+    ("0bcfc3d6-3b97-4dde-a2b4-1ae8dd378180", "builder-live.log", "DEPENDENCY_FETCH", "high",
+     "logdetective issue: 'Build failed due to unavailable dependency clang = 13.0.0'", ["clang = 13.0.0"]),
+    ("21ad14e5-f01f-4f88-ae60-eea095478e45", "build.log", "COMPILE_ERROR", "high",
+     "logdetective issue: 'Compilation failed due to undefined reference to gf_estimate_kernel and estimate_kernel'", ["undefined reference to `gf_estimate_kernel", "undefined reference to `estimate_kernel"]),
+    ("3b668dda-5516-498f-a0c4-fa13903e7ca7", "root.log", "DEPENDENCY_FETCH", "high",
+     "logdetective issue: 'Build failed due to unavailable dependency. Package python3dist(botocore) was not available in specified version range'", ["python3dist(botocore)"]),
+    ("449ca0a3-a264-4f86-a3ec-b0a7b0af9b4d", "build.log", "COMPILE_ERROR", "high",
+     "logdetective issue: 'Multiple compilation errors in MsgHandler.h'", ["MsgHandler.h:"]),
+    ("89460881-ab96-4597-905c-d0f8f48b9ef8", "builder-live.log", "DEPENDENCY_FETCH", "medium",
+     "logdetective issue: 'Build failed, due to error 404 encountered during download of https://ftp.mozilla.org/.../thunderbird-92.0a1...tar.bz2' (a source download; could be read as a CONFIGURATION error: stale URL)", ["404"]),
+    ("b638a5ca-9315-41ad-9db9-0484ce29743a", "build.log", "COMPILE_ERROR", "high",
+     "logdetective issue: 'Symbol TIFFErrorExtR was not defined, causing failure during linking'", ["undefined reference to `TIFFErrorExtR'"]),
+    ("bd0afcc7-1395-4275-a906-84df79a84452", "builder-live.log", "TEST_FAILURE", "high",
+     "logdetective issue: 'Error was encountered while running tests in the %check phase. Method to_model of ActiveStorage::VariantWithRecord was undefined'", ["undefined method 'to_model'"]),
+    ("f91ba960-67ea-4eb1-97b1-a897111dd030", "builder-live.log", "CONFIGURATION", "medium",
+     "logdetective issue: 'Build failed due to missing patch file gnome-shell-notify-gnome-session.patch' (spec/SOURCES set up wrong)", ["gnome-shell-notify-gnome-session.patch"]),
+]
+
+
+def build_logdetective() -> list[dict]:
+    mirror, src = "fedora-copr+logdetective-sample", "logdetective"
+    out = []
+    for uuid, fname, cls, conf, basis, needles in LOGDETECTIVE_LABELS:
+        data = git_show(mirror, f"data/{uuid}/{fname}")
+        meta = git_show(mirror, f"data/{uuid}/sample_metadata.yaml").decode()
+        project = re.search(r"^source_project_name:\s*(\S+)", meta, re.M).group(1)
+        lines = data.split(b"\n")
+        decisive = []
+        for i, ln in enumerate(lines):
+            low = ln.decode("utf-8", "replace")
+            if any(n in low for n in needles) and (
+                "error" in low.lower() or "No match" in low or "nothing provides" in low or "404" in low
+                or "Bad source" in low or "not found" in low.lower() or "NoMethodError" in low
+                or "undefined" in low.lower() or "Problem" in low or "conflict" in low.lower()
+                or "No matching" in low or "cannot" in low.lower()
+            ):
+                decisive.append(i + 1)
+        name = f"{project}-{uuid[:8]}"
+        rel = write_log(src, f"{name}.log", data)
+        out.append(
+            entry(
+                source=src,
+                name=name,
+                data=data,
+                rel_path=rel,
+                provider="copr",
+                failure_class=cls,
+                confidence=conf,
+                basis=basis,
+                decisive=decisive,
+                decisive_by="labeller",
+                notes=f"sample data/{uuid}/{fname}; the source states the cause in prose only, the labeller found the lines naming it by text",
+            )
+        )
+    return out
+
+
+BUILDERS = {
+    "pytorch-test-infra": build_pytorch,
+    "treeherder": build_treeherder,
+    "logdetective": build_logdetective,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", nargs="*", default=None)
+    args = ap.parse_args(argv)
+    labels_path = OUT / "labels.jsonl"
+    existing = []
+    if labels_path.exists():
+        existing = [json.loads(x) for x in labels_path.read_text().splitlines() if x.strip()]
+    todo = args.only or list(BUILDERS)
+    kept = [e for e in existing if e["source"] not in todo]
+    new = []
+    for src in todo:
+        d = OUT / "logs" / src
+        if d.exists():
+            for f in d.iterdir():
+                f.unlink()
+        got = BUILDERS[src]()
+        print(f"{src}: {len(got)} logs", file=sys.stderr)
+        new.extend(got)
+    allk = sorted(kept + new, key=lambda e: e["id"])
+    ids = [e["id"] for e in allk]
+    assert len(ids) == len(set(ids)), "duplicate ids"
+    labels_path.parent.mkdir(parents=True, exist_ok=True)
+    labels_path.write_text("".join(json.dumps(e, ensure_ascii=False, sort_keys=False) + "\n" for e in allk))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
