@@ -418,10 +418,104 @@ def build_logdetective() -> list[dict]:
     return out
 
 
+# --------------------------------------------------------------------------------------
+# TestRoots/travistorrent-tools: dev_logs/ (NO licence: labelled here, never committed).
+# (path under dev_logs/, class, confidence, basis, needles that find the decisive lines)
+TRAVIS_LABELS: list[tuple[str, str, str, str, list[str]]] = [
+    ("BBC-News@wraith/475_46523222_24c436b8a4583087f715a20b2bcdddb0fda93a7b_46523223.log", "TEST_FAILURE", "high",
+     "expected.json: tests failed (1 of 11, rspec); log: '11 examples, 1 failure' before 'The command \"bundle exec rspec\" exited with 1.'", ["11 examples, 1 failure", "rspec ./spec/wraith_spec.rb:40"]),
+    ("DSpace@DSpace/1193_37232251_829ebed4909e7f5acac73885c650ea3309ee4fdf_37232252.log", "TEST_FAILURE", "medium",
+     "expected.json: 34 tests failed; log: first mvn run 'Tests run: 75, Failures: 34' -> BUILD FAILURE; the final 'Could not find artifact dspace-api:5.0-SNAPSHOT' follows from it (the module was never installed)", ["Tests run: 75, Failures: 34"]),
+    ("TestRoots@watchdog/476_a49d782ea2e7f8c22ae5650c6374d151d8165c04_67596271.log", "TEST_FAILURE", "high",
+     "expected.json: status broken; log: tycho-surefire 'There are test failures.'", ["There are test failures."]),
+    ("TestRoots@watchdog/510_5004d140afc87adcc8ee122f7945ad5da4597f56_74267343.log", "INFRASTRUCTURE", "low",
+     "expected.json: status 'cancelled'; log ends 'Done: Job Cancelled' mid-download with no reason given; judgement call", ["Done: Job Cancelled"]),
+    ("connectbot@connectbot/16_f0ca96308b23643df1208acfe72015b46ae70067_55511597.log", "LINT", "high",
+     "log: '[ant:checkstyle] ... Line has leading space characters', ':app:checkstyle FAILED'", ["[ant:checkstyle]", ":app:checkstyle FAILED", "Checkstyle rule violations were found"]),
+    ("connectbot@connectbot/1_34cd9778e0da1d45723ef76f00840c648f743239_38381075.log", "CONFIGURATION", "high",
+     "log: default ruby build on a Java project: 'rake aborted! No Rakefile found' (no build configured)", ["No Rakefile found"]),
+    ("connectbot@connectbot/2_a9a0da1e71a5d3ec5c75e500683c746f6d81ed44_38381119.log", "CONFIGURATION", "high",
+     "log: default ruby build on a Java project: 'rake aborted! No Rakefile found' (no build configured)", ["No Rakefile found"]),
+    ("connectbot@connectbot/3_6f3c306c9fbd6397ca529cc99154388c841e45b1_38381359.log", "CONFIGURATION", "high",
+     "log: ':app:compileDebugNdk FAILED ... NDK not configured.'", ["NDK not configured."]),
+    ("connectbot@connectbot/4_f86f65512225c8d3d47305616647e1495ade5337_38381963.log", "DEPENDENCY_FETCH", "medium",
+     "log: install step 'wget https://dl.google.com/android/ndk/...tar.bz2' -> 'ERROR 404: Not Found' (toolchain download)", ["ERROR 404: Not Found"]),
+    ("connectbot@connectbot/5_3995f36cd5af8707a18a741f9018feb23f5ee710_38382864.log", "CONFIGURATION", "low",
+     "log: ':app:connectedAndroidTest FAILED ... No connected devices!' (no emulator started by the build config); judgement call (could be INFRASTRUCTURE)", ["No connected devices!"]),
+    ("connectbot@connectbot/6_fe4100e09325162a434d25b9b0ac1d872ad24bb2_38383353.log", "CONFIGURATION", "low",
+     "log: ':app:connectedAndroidTest FAILED ... No connected devices!' (no emulator started by the build config); judgement call (could be INFRASTRUCTURE)", ["No connected devices!"]),
+    ("cucumber@cucumber/2_build_commit_job.log", "TEST_FAILURE", "high",
+     "expected.json: 1 test failed; log: '206 scenarios (1 failed, 205 passed)'", ["206 scenarios (1 failed", "Failing Scenarios:"]),
+    ("cucumber@cucumber/3_build_commit_job.log", "TEST_FAILURE", "high",
+     "expected.json: 2 tests failed; log: '2 scenarios (2 failed)'", ["2 scenarios (2 failed)", "Failing Scenarios:"]),
+    ("facebookgo@rocks-strata/148104998.log", "TEST_FAILURE", "high",
+     "expected.json: 1 test failed; log: 'FAIL github.com/facebookgo/rocks-strata/strata'", ["FAIL\tgithub.com/facebookgo/rocks-strata/strata"]),
+    ("facebookgo@rocks-strata/dghubble_171872906.log", "TEST_FAILURE", "high",
+     "expected.json: 3 tests failed; log: 'FAIL github.com/dghubble/gologin/oauth1'", ["FAIL\tgithub.com/dghubble/gologin/oauth1"]),
+    ("facebookgo@rocks-strata/go_convey_92397437.log", "TEST_FAILURE", "medium",
+     "expected.json: 2 tests failed (TestInfiniteLoopWithTrailingFail...); log: '--- FAIL' lines before 'go test' exited with 1", ["--- FAIL: "]),
+    ("kennethreitz@requests/kennethreitz_requests_11745231.log", "TEST_FAILURE", "high",
+     "expected.json: 41 tests failed; log: 'TypeError: Timeout does not take keyword arguments', '41 failed, 43 passed'", ["41 failed, 43 passed"]),
+    ("kennethreitz@requests/kennethreitz_requests_12393986.log", "TEST_FAILURE", "high",
+     "expected.json: 2 tests failed; log: KeyError in requests/cookies.py, '2 failed, 84 passed'", ["2 failed, 84 passed"]),
+    ("kennethreitz@requests/kennethreitz_requests_12639258.log", "NETWORK", "medium",
+     "expected.json: 1 test failed; log: the failing test's 'ConnectionError: HTTPConnectionPool(host='httpbin.org') Max retries exceeded ... BadStatusLine' (a live service the test calls)", ["E           ConnectionError: HTTPConnectionPool(host='httpbin.org'"]),
+    ("mockito@mockito/1_123456_asdffs45_12.log", "TEST_FAILURE", "high",
+     "expected.json: 1 test failed; log: 'Execution failed for task ':test'. There were failing tests.'", ["There were failing tests."]),
+    ("python@pythontests/unsupported_pallets@flask_192922050.log", "TEST_FAILURE", "high",
+     "expected.json: 12 tests failed; log: '12 failed, 1464 passed' before tox failed", ["12 failed, 1464 passed"]),
+    ("rails@rails/r1_buildid_ghcommit_75652687.log", "TEST_FAILURE", "high",
+     "expected.json: 1 test failed (ApplicationTests::TestTest); log: 'Rails build FAILED / Failed components: railties'", ["Failed components: railties"]),
+    ("regression-tests/220_38343826_baea0d5e9ff59215082bbec693b945d1bcbc677f_38343827.log", "TEST_FAILURE", "low",
+     "expected.json: 1 test failed (Casks::omnioutliner3); log: 'Cask audit must be error free.' (a compliance test that is an audit of a cask file: could be read as LINT); judgement call", ["Cask audit must be error free.", "1 failures, 0 errors"]),
+    ("regression-tests/4682_151662008_34e112e88dc56df9390358a890ba0c0d52609570_151662019.log", "TEST_FAILURE", "medium",
+     "expected.json: 1 test failed; log: '19 examples, 1 failure' (a real-world resolver spec run with retries, failed every retry)", ["19 examples, 1 failure"]),
+    ("waylan@Python-Markdown/162348481_test_failed.log", "TEST_FAILURE", "high",
+     "expected.json: tests failed; log: 'FAILED (MarkdownSyntaxError=1, SKIP=25)'", ["FAILED (MarkdownSyntaxError=1"]),
+    ("waylan@Python-Markdown/very_failing_67570973.log", "TEST_FAILURE", "high",
+     "expected.json: 68 tests failed; log: 'FAILED (MarkdownSyntaxError=35, SKIP=26, errors=51, failures=17)'", ["FAILED (MarkdownSyntaxError=35"]),
+    ("generics/maximum_time_aborted_192852537.log", "TIMEOUT", "high",
+     "expected.json: status 'timeout'; log: 'The job exceeded the maximum time limit for jobs, and has been terminated.'", ["The job exceeded the maximum time limit"]),
+    ("generics/terminated_after_10_min.log", "TIMEOUT", "high",
+     "expected.json: status 'terminated'; log: 'No output has been received in the last 10m0s ... The build has been terminated'", ["No output has been received in the last 10m"]),
+]
+
+
+def build_travistorrent() -> list[dict]:
+    mirror, src = "TestRoots+travistorrent-tools", "travistorrent"
+    out = []
+    for rel, cls, conf, basis, needles in TRAVIS_LABELS:
+        path = f"dev_logs/{rel}"
+        data = git_show(mirror, path)
+        lines = data.split(b"\n")
+        want = [n.encode() for n in needles]
+        decisive = [i + 1 for i, ln in enumerate(lines) if any(w in ln for w in want)]
+        assert decisive, rel
+        name = rel.replace("@", "_").replace("/", "__").removesuffix(".log")
+        out.append(
+            entry(
+                source=src,
+                name=name,
+                data=data,
+                rel_path=f"mirror:{mirror}/{path}",
+                provider="travis",
+                failure_class=cls,
+                confidence=conf,
+                basis=basis,
+                decisive=decisive,
+                decisive_by="labeller",
+                committed=False,
+                notes="repository has no licence: not committed; run data/real_ci/materialise_local.py to copy it into local/",
+            )
+        )
+    return out
+
+
 BUILDERS = {
     "pytorch-test-infra": build_pytorch,
     "treeherder": build_treeherder,
     "logdetective": build_logdetective,
+    "travistorrent": build_travistorrent,
 }
 
 
@@ -438,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     new = []
     for src in todo:
         d = OUT / "logs" / src
-        if d.exists():
+        if src != "travistorrent" and d.exists():
             for f in d.iterdir():
                 f.unlink()
         got = BUILDERS[src]()
