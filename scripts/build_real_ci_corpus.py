@@ -511,6 +511,83 @@ def build_travistorrent() -> list[dict]:
     return out
 
 
+# --------------------------------------------------------------------------------------
+# Bare tool output (knowledge/augmentation only, never evaluation job logs): tools.jsonl
+ERRORFORMAT_COMPILERS = {"cargo-check", "dotnet", "msbuild", "sbt", "scalac", "tsc"}
+AM = "src/test/resources/edu/hm/hafner/analysis/parser/"
+ANALYSIS_MODEL_TOOLS: list[tuple[str, str, str]] = [  # (file, tool, class a job failing with it would get)
+    ("gcc.txt", "gcc", "COMPILE_ERROR"),
+    ("gcc4.txt", "gcc4", "COMPILE_ERROR"),
+    ("gcc4ld.txt", "gcc4+ld", "COMPILE_ERROR"),
+    ("gnuMakeGcc.txt", "gnu-make+gcc", "COMPILE_ERROR"),
+    ("llvm-clang.txt", "clang", "COMPILE_ERROR"),
+    ("apple-llvm-clang.txt", "apple-clang", "COMPILE_ERROR"),
+    ("mixed-clang-lld-errors.log", "clang+lld", "COMPILE_ERROR"),
+    ("llvm-linker.log", "lld", "COMPILE_ERROR"),
+    ("javac.txt", "javac", "COMPILE_ERROR"),
+    ("javac-errors.txt", "javac", "COMPILE_ERROR"),
+    ("ant-javac.txt", "ant+javac", "COMPILE_ERROR"),
+    ("maven-console.txt", "maven", "COMPILE_ERROR"),
+    ("gradle.java.log", "gradle+javac", "COMPILE_ERROR"),
+    ("kotlin-gradle-error.txt", "kotlin+gradle", "COMPILE_ERROR"),
+    ("msbuild.txt", "msbuild", "COMPILE_ERROR"),
+    ("MSBuildANSIColor.txt", "msbuild", "COMPILE_ERROR"),
+    ("sbtScalac.txt", "sbt+scalac", "COMPILE_ERROR"),
+    ("nix.txt", "nix", "COMPILE_ERROR"),
+    ("cmake.txt", "cmake", "CONFIGURATION"),
+    ("maven-enforcer.log", "maven-enforcer", "CONFIGURATION"),
+    ("npm-audit.json", "npm-audit", "LINT"),
+    ("cargo-clippy-2018.txt", "clippy", "LINT"),
+    ("ClangTidy.txt", "clang-tidy", "LINT"),
+    ("cpplint.txt", "cpplint", "LINT"),
+    ("flake8.txt", "flake8", "LINT"),
+    ("pep8Test.txt", "pep8", "LINT"),
+    ("pyLint.txt", "pylint", "LINT"),
+    ("pylint_parseable.txt", "pylint", "LINT"),
+    ("ruff.json", "ruff", "LINT"),
+    ("mypy.txt", "mypy", "LINT"),
+    ("rubocop.log", "rubocop", "LINT"),
+    ("golint.txt", "golint", "LINT"),
+    ("govet.txt", "go-vet", "LINT"),
+    ("shellcheck.json", "shellcheck", "LINT"),
+    ("hadolint.json", "hadolint", "LINT"),
+    ("checkstyle.xml", "checkstyle", "LINT"),
+    ("eslint/eslint.json", "eslint", "LINT"),
+    ("violations/yamllint.txt", "yamllint", "LINT"),
+    ("sphinxbuild.txt", "sphinx-build", "LINT"),
+    ("junit.xml", "junit-xml", "TEST_FAILURE"),
+    ("violations/report.junit", "junit-xml", "TEST_FAILURE"),
+]
+
+
+def build_tools() -> list[dict]:
+    out: list[dict] = []
+    troot = OUT / "tools"
+    for sub in ("errorformat", "analysis-model"):
+        d = troot / sub
+        if d.exists():
+            for f in sorted(d.rglob("*"), reverse=True):
+                f.unlink() if f.is_file() else f.rmdir()
+    # reviewdog/errorformat fmts/testdata/<tool>.in (raw tool output the format is tested on)
+    for path in git_ls("reviewdog+errorformat", "fmts/testdata"):
+        if not path.endswith(".in"):
+            continue
+        tool = Path(path).stem
+        dest = troot / "errorformat" / Path(path).name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(git_show("reviewdog+errorformat", path))
+        cls = "COMPILE_ERROR" if tool in ERRORFORMAT_COMPILERS else "LINT"
+        out.append({"path": str(dest.relative_to(OUT)), "source": "errorformat", "tool": tool, "failure_class": cls, "license": "MIT"})
+    for fname, tool, cls in ANALYSIS_MODEL_TOOLS:
+        dest = troot / "analysis-model" / fname
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(git_show("jenkinsci+analysis-model", AM + fname))
+        out.append({"path": str(dest.relative_to(OUT)), "source": "analysis-model", "tool": tool, "failure_class": cls, "license": "MIT"})
+    out.sort(key=lambda e: e["path"])
+    (OUT / "tools.jsonl").write_text("".join(json.dumps(e) + "\n" for e in out))
+    return out
+
+
 BUILDERS = {
     "pytorch-test-infra": build_pytorch,
     "treeherder": build_treeherder,
@@ -522,7 +599,11 @@ BUILDERS = {
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--tools", action="store_true", help="(re)build tools/ and tools.jsonl only")
     args = ap.parse_args(argv)
+    if args.tools:
+        print(f"tools: {len(build_tools())} samples", file=sys.stderr)
+        return 0
     labels_path = OUT / "labels.jsonl"
     existing = []
     if labels_path.exists():
