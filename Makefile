@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all install gen up down demo test unit integration lint contracts bench clean
+.PHONY: all install gen up down demo test unit integration lint contracts bench clean model real-ci-eval
 
 all: test
 
@@ -39,6 +39,15 @@ unit: gen
 
 integration: gen
 	$(PY) -m pytest -q tests/integration tests/e2e
+
+# The detector's model artefact (services/detector/models/), trained on data/real_ci; committed.
+model: $(STAMP)
+	$(PY) -m bench.build_model
+
+# Leave-one-source-out accuracy on real CI logs (bench/results/real_ci_eval.json).
+real-ci-eval: $(STAMP)
+	$(PY) data/real_ci/materialise_local.py
+	$(PY) -m bench.real_ci_eval
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .   # gate: every rule selected in pyproject.toml (E, F, W, I, B, UP)

@@ -40,7 +40,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from bench.corpus import FAMILIES, LogSample, family_folds, generate_corpus
 from services.common.vocabulary import FailureClass
-from services.detector.model import FailureModel, ModelConfig, select_config, train_default_model
+from services.detector.model import FailureModel, ModelConfig, select_config
 
 SEED = 0
 SAMPLES_PER_FAMILY = int(os.environ.get("DETECTOR_EVAL_SAMPLES_PER_FAMILY", "16"))
@@ -118,7 +118,7 @@ def choose(samples: Sequence[LogSample]) -> tuple[ModelConfig, list[dict[str, ob
         return ModelConfig(seed=SEED), []
     selection = select_config([s.text for s in samples], [s.failure_class for s in samples],
                               [s.family for s in samples], threshold=THRESHOLD, seed=SEED)
-    return selection.config, [{"char_ngrams": c.char_ngrams, "C": c.regularisation_c, "inner_macro_f1": round(f, 3)}
+    return selection.config, [{"C": c.regularisation_c, "inner_macro_f1": round(f, 3)}
                               for c, f in selection.scores]
 
 
@@ -134,7 +134,7 @@ def main() -> int:
     for k, (train, test) in enumerate(folds):
         t0 = time.perf_counter()
         config, inner = choose([corpus[i] for i in train])
-        selections.append({"fold": k + 1, "chosen": {"char_ngrams": config.char_ngrams, "C": config.regularisation_c},
+        selections.append({"fold": k + 1, "chosen": {"C": config.regularisation_c},
                            "candidates": inner})
         model = fit([corpus[i] for i in train], config)
         fit_seconds.append(time.perf_counter() - t0)
@@ -159,7 +159,7 @@ def main() -> int:
         seen_pred = [thresholded(p) for p in model.predict_many([corpus[i].text for i in test])]
 
     t0 = time.perf_counter()
-    default = train_default_model(seed=SEED)
+    default = fit(corpus)
     default_train_seconds = time.perf_counter() - t0
     big = ("".join(f"2024-01-01T00:00:00.0000000Z [INFO] step {i} ok\n" for i in range(40000))
            + "npm ERR! code ENOSPC\nnpm ERR! nospc ENOSPC: no space left on device, write\n").encode()[-(1 << 20):]

@@ -27,6 +27,7 @@ class RealLog:
     decisive_lines: tuple[int, ...]  # 1-based, in the file at `path`
     path: Path
     committed: bool
+    decisive_lines_by: str = "source"  # "source" (the source marks them) or "labeller"
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ def load_corpus(root: Path = DEFAULT_ROOT, include_local: bool = True) -> list[R
                 decisive_lines=tuple(e["decisive_lines"]),
                 path=path,
                 committed=e["committed"],
+                decisive_lines_by=e.get("decisive_lines_by", "source"),
             )
         )
     if skipped:

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import dataclasses
+import functools
 import json
 import logging
-import os
 import re
 import sys
 from collections import deque
@@ -49,8 +50,15 @@ from services.detector.evidence import (
     clip,
 )
 from services.detector.junit import JUnitReport, parse_junit, test_id
-from services.detector.patterns import KnowledgeBase, Match, Pattern, default_patterns
+from services.detector.patterns import (
+    KnowledgeBase,
+    Match,
+    Pattern,
+    command_patterns,
+    default_patterns,
+)
 from services.detector.redaction import StreamingRedactor
+from services.detector.steps import FailedStep, StepTracker
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +70,9 @@ MAX_MODEL_INPUT_BYTES = 64 << 10
 MAX_TRACKED_TESTS = 10_000
 JUNIT_PRIORITY = 55
 JUNIT_PATTERN_ID = "junit.failed-testcase"
+RECENT_MATCHES = 64
+# A match inside the failing step (or after it) outranks one of equal priority before it.
+IN_STEP_BONUS = 0.05
 
 # Presentation noise removed before scanning (line breaks are kept): ANSI colour
 # and the timestamp prefixes GitHub, GitLab and Jenkins' timestamper put on lines,
@@ -99,7 +110,7 @@ class FailureModel(Protocol):
 
     version: str
 
-    def predict(self, text: str) -> tuple[FailureClass, float]: ...
+    def predict(self, text: str | bytes, features: Sequence[str] = ()) -> tuple[FailureClass, float]: ...
 
 
 @dataclass(frozen=True)
@@ -123,10 +134,23 @@ class DiagnosisResult:
     candidate_classes: dict[str, int] = field(default_factory=dict)
     # The last lines of the log, redacted and clipped (anomaly features, template novelty).
     tail_lines: tuple[str, ...] = field(default=(), repr=False)
+    # The step or command that failed, from the provider's framing (None: the log shows none).
+    failed_step: FailedStep | None = None
+    # The line the decision rests on (the deciding pattern's match), real log text.
+    decisive_line: EvidenceLine | None = None
+    # What the model reads (or would read) of this log: its text and the detector's features.
+    model_input: str = field(default="", repr=False)
+    model_features: tuple[str, ...] = field(default=(), repr=False)
 
     def to_json(self) -> dict[str, object]:
         data = asdict(self)
-        data.pop("tail_lines")
+        for internal in ("tail_lines", "model_input", "model_features"):
+            data.pop(internal)
+        step = self.failed_step
+        data["failed_step"] = None if step is None else {
+            "name": step.name, "command": step.command, "exit_code": step.exit_code, "framing": step.framing,
+            "start_line": step.start_line, "line": step.end_line,
+        }
         data["failure_class"] = self.failure_class.name
         data["confidence"] = round(self.confidence, 4)
         return data
@@ -187,6 +211,10 @@ class _LogScan:
         self.evidence = EvidenceCollector()
         self.tests = _TestOutcomes()
         self.tail: deque[tuple[int, str]] = deque(maxlen=TAIL_LINES)
+        self.steps = StepTracker()
+        # The last matches of each class: the failing step is usually near the end, and its
+        # matches are the ones that explain the failure.
+        self.recent: dict[FailureClass, deque[Match]] = {}
 
     def feed(self, chunk: bytes) -> None:
         if not chunk:
@@ -238,6 +266,10 @@ class _LogScan:
         first_line_no = self.lines + 1
         matches = list(self._knowledge_base.scan_bytes(encoded, first_line_no))
         for match in matches:
+            recent = self.recent.get(match.pattern.failure_class)
+            if recent is None:
+                recent = self.recent[match.pattern.failure_class] = deque(maxlen=RECENT_MATCHES)
+            recent.append(match)
             tally = self.tallies.get(match.pattern.failure_class)
             if tally is None:
                 self.tallies[match.pattern.failure_class] = _ClassTally(match, 1)
@@ -247,6 +279,7 @@ class _LogScan:
                     tally.best = match
         self.evidence.observe(first_line_no, encoded, matches)
         self.tests.observe(encoded)
+        self.steps.observe(first_line_no, encoded)
         line_count = encoded.count(b"\n") + (0 if encoded.endswith(b"\n") else 1)
         self._remember_tail(encoded, first_line_no + line_count - 1)
         self.lines += line_count
@@ -270,6 +303,42 @@ def _pattern_confidence(priority: int, count: int, runner_up: int | None) -> flo
     if runner_up is not None and priority - runner_up < 10:
         confidence -= 0.1
     return max(0.0, min(1.0, confidence))
+
+
+OUTSIDE_STEP_PENALTY = 15
+
+
+@functools.cache
+def _command_rules() -> tuple[tuple[Pattern, re2._Regexp], ...]:
+    return tuple((p, re2.compile(p.expression)) for p in command_patterns())
+
+
+def _with_step_end(lines: list[EvidenceLine], step: FailedStep | None) -> list[EvidenceLine]:
+    """The evidence, with the line that reported the step's failure when the log has it."""
+    text = getattr(step, "end_text", "") if step is not None else ""
+    if step is None or not text or step.end_line <= 0 or any(e.line == step.end_line for e in lines):
+        return lines
+    return bound(sorted([*lines, EvidenceLine(step.end_line, clip(text))], key=lambda e: e.line))
+
+
+_FEATURE_WORD = re.compile(r"[a-z][a-z0-9+_.-]*")
+
+
+def model_features(step: FailedStep | None, tallies: dict[FailureClass, _ClassTally]) -> list[str]:
+    """What the model reads beside the log's words: the failing step and the patterns' votes."""
+    features: list[str] = []
+    if step is not None:
+        features.append(f"framing:{step.framing}")
+        features.append(f"exit:{step.exit_code}" if step.exit_code is not None else "exit:none")
+        words = _FEATURE_WORD.findall(step.command.lower())[:6]
+        features.extend(f"cmd:{w.rsplit('/', 1)[-1]}" for w in words)
+        features.extend(f"stepname:{w}" for w in _FEATURE_WORD.findall(step.name.lower())[:4])
+    else:
+        features.append("framing:none")
+    for failure_class, tally in tallies.items():
+        features.append(f"kb:{tally.best.pattern.pattern_id}")
+        features.append(f"kbclass:{failure_class.name.lower()}")
+    return features
 
 
 class Diagnoser:
@@ -306,9 +375,15 @@ class Diagnoser:
         return self._decide(scan, report)
 
     def _decide(self, scan: _LogScan, report: JUnitReport | None) -> DiagnosisResult:
+        step = scan.steps.finish()
+        window_start = (step.start_line or step.end_line) if step is not None else 0
+        tallies = self._weighed_tallies(scan, step, window_start)
+        command = self._command_match(step)
+        if command is not None and command.pattern.failure_class not in tallies:
+            tallies[command.pattern.failure_class] = _ClassTally(command, 1)
         ranked = sorted(
-            scan.tallies.items(),
-            key=lambda item: (-item[1].best.pattern.priority, -item[1].count, item[1].best.line_no),
+            tallies.items(),
+            key=lambda item: (-item[1].best.pattern.priority, -item[1].count, -item[1].best.line_no),
         )
         failed_tests = list(dict.fromkeys(
             [test_id(t.classname, t.name) for t in report.failed] if report else scan.tests.still_failing
@@ -322,6 +397,8 @@ class Diagnoser:
             deciding = tally.best
             runner_up = ranked[1][1].best.pattern.priority if len(ranked) > 1 else None
             confidence = _pattern_confidence(tally.best.pattern.priority, tally.count, runner_up)
+            if command is not None and command.pattern.failure_class == winner and deciding is not command:
+                confidence = min(0.99, confidence + 0.1)  # the tool's output and its command agree
         if report and report.failed and (
             winner is None or deciding is None or deciding.pattern.priority < JUNIT_PRIORITY
         ):
@@ -336,24 +413,28 @@ class Diagnoser:
             pattern_id = pattern.pattern_id if pattern else JUNIT_PATTERN_ID
             decided_by = f"pattern:{pattern_id}"
             hint = pattern.remediation_hint if pattern else ""
-        evidence = self._evidence(scan, winner, deciding, report)
+        evidence = self._evidence(scan, winner, deciding, report, step, window_start)
+        features = tuple(model_features(step, tallies))
+        model_input = self._model_input(evidence, scan)
         if decided_by == "none" and self.model is not None:
-            model_class, model_confidence = self.model.predict(self._model_input(evidence, scan))
+            model_class, model_confidence = self.model.predict(model_input, features)
             if winner is not None and model_class == winner:
                 model_confidence = 1 - (1 - model_confidence) * (1 - confidence)
             if (
                 model_class not in (FailureClass.UNKNOWN, FailureClass.FAILURE_CLASS_UNSPECIFIED)
                 and model_confidence >= self.confidence_threshold
             ):
+                if model_class != winner:
+                    deciding = tallies[model_class].best if model_class in tallies else None
                 winner, confidence = FailureClass(model_class), float(model_confidence)
                 decided_by = f"model:{self.model.version}"
                 hint = self._hint_for(winner)
-                evidence = self._evidence(scan, winner, None, report)
+                evidence = self._evidence(scan, winner, deciding, report, step, window_start)
         if decided_by == "none":
             winner = FailureClass.UNKNOWN
         assert winner is not None
         template = (
-            fingerprint.normalise(deciding.line) if deciding is not None and decided_by.startswith("pattern:") else ""
+            fingerprint.normalise(deciding.line) if deciding is not None and decided_by != "none" else ""
         )
         signature_lines = [e.text for e in evidence]
         if winner != FailureClass.UNKNOWN and scan.evidence.matched_lines(winner):
@@ -376,7 +457,53 @@ class Diagnoser:
             redaction_kinds=scan.redaction_kinds,
             candidate_classes={c.name: t.best.pattern.priority for c, t in ranked},
             tail_lines=tuple(t for _, t in scan.tail),
+            failed_step=step,
+            decisive_line=(
+                EvidenceLine(deciding.line_no, clip(deciding.line))
+                if deciding is not None and decided_by != "none" else None
+            ),
+            model_input=model_input,
+            model_features=features,
         )
+
+    def _weighed_tallies(
+        self, scan: _LogScan, step: FailedStep | None, window_start: int
+    ) -> dict[FailureClass, _ClassTally]:
+        """Each class's best match, judged from where the failing step began.
+
+        Without a failing step every match counts as it stands. With one, matches from the
+        step's start on (the step and what the job printed after it) count as they stand, and
+        matches before it, printed by steps that passed, lose OUTSIDE_STEP_PENALTY priority:
+        a warning in a successful install step does not explain a failing test step."""
+        if step is None or window_start <= 0:
+            return dict(scan.tallies)
+        weighed: dict[FailureClass, _ClassTally] = {}
+        for failure_class, tally in scan.tallies.items():
+            inside = [m for m in scan.recent.get(failure_class, ()) if m.line_no >= window_start]
+            if inside:
+                best = max(inside, key=lambda m: (m.pattern.priority, -m.line_no))
+                weighed[failure_class] = _ClassTally(best, len(inside))
+            else:
+                outside = tally.best
+                penalised = dataclasses.replace(
+                    outside.pattern, priority=max(0, outside.pattern.priority - OUTSIDE_STEP_PENALTY)
+                )
+                weighed[failure_class] = _ClassTally(
+                    Match(penalised, outside.line_no, outside.line, outside.start), tally.count
+                )
+        return weighed
+
+    def _command_match(self, step: FailedStep | None) -> Match | None:
+        """What the failed command itself says (`rubocop` -> LINT), as a match on the line
+        that reported the failure."""
+        if step is None or not (step.command or step.name):
+            return None
+        subject = f"{step.command}\n{step.name}".lower()
+        for pattern, compiled in _command_rules():
+            if compiled.search(subject) is not None:
+                text = getattr(step, "end_text", "") or step.command or step.name
+                return Match(pattern, step.end_line or step.start_line, text, 0)
+        return None
 
     def _class_pattern(self, failure_class: FailureClass, scan: _LogScan) -> Pattern | None:
         tally = scan.tallies.get(failure_class)
@@ -388,10 +515,19 @@ class Diagnoser:
         return HINT.get(failure_class, "")
 
     def _evidence(
-        self, scan: _LogScan, winner: FailureClass | None, deciding: Match | None, report: JUnitReport | None
+        self,
+        scan: _LogScan,
+        winner: FailureClass | None,
+        deciding: Match | None,
+        report: JUnitReport | None,
+        step: FailedStep | None = None,
+        window_start: int = 0,
     ) -> list[EvidenceLine]:
         if winner is not None and winner in scan.tallies:
-            return scan.evidence.select(winner, deciding)
+            lines = scan.evidence.select(winner, deciding, window_start)
+            return _with_step_end(lines, step)
+        if deciding is not None and winner is not None and deciding.pattern.failure_class == winner:
+            return _with_step_end([EvidenceLine(deciding.line_no, clip(deciding.line))], step)
         if winner == FailureClass.TEST_FAILURE and report and report.failed:
             # Evidence from the report; line 0 marks lines that are not in the log.
             lines = []
@@ -415,30 +551,14 @@ class Diagnoser:
         return excerpt if len(excerpt) <= MAX_EXCERPT_BYTES else excerpt[:MAX_EXCERPT_BYTES]
 
 
-def _default_model_cache() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "healing-guard" / "detector-model.bin"
+def _load_model(path: Path | None = None) -> FailureModel | None:
+    """The model artefact (`make model` builds it), or None with a note: patterns alone decide."""
+    from services.detector import model as model_module  # noqa: PLC0415  (numpy: only when wanted)
 
-
-def _load_model(cache_path: Path | None = None) -> FailureModel | None:
-    """The trained model if services.detector.model offers one; patterns alone otherwise.
-
-    The first load trains the default model (seconds) and caches it at `cache_path`.
-    """
     try:
-        from services.detector import model as model_module  # noqa: PLC0415
-    except Exception:  # the model module is optional and may not exist yet
-        logger.debug("no trained model available", exc_info=True)
-        return None
-    loader = getattr(model_module, "load_default_model", None)
-    if loader is None:
-        return None
-    try:
-        if cache_path is not None:
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-        return loader(cache_path)
-    except Exception:
-        logger.debug("trained model failed to load", exc_info=True)
+        return model_module.load_default_model(path)
+    except (OSError, ValueError) as error:
+        print(f"note: no failure model ({error}); patterns only", file=sys.stderr)
         return None
 
 
@@ -457,14 +577,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
     parser.add_argument("--no-model", action="store_true", help="patterns only, even if a trained model is available")
     parser.add_argument("--model", type=Path, default=None,
-                        help="where the trained model is cached (default: ~/.cache/healing-guard/detector-model.bin)")
+                        help="a model artefact (default: services/detector/models/failure-model.json.gz)")
     parser.add_argument("--threshold", type=float, default=0.6, help="confidence below which the class is UNKNOWN")
     args = parser.parse_args(argv)
     try:
         junit = args.junit.read_bytes() if args.junit else None
         if not args.log.is_file():
             raise FileNotFoundError(2, "no such file", str(args.log))
-        model = None if args.no_model else _load_model(args.model or _default_model_cache())
+        model = None if args.no_model else _load_model(args.model)
         diagnoser = Diagnoser(model=model, confidence_threshold=args.threshold)
         result = diagnoser.diagnose_stream(_read_chunks(args.log), junit)
     except OSError as error:

@@ -24,6 +24,9 @@ MAX_LINE_CHARS = 400
 CONTEXT_BEFORE = 2
 CONTEXT_AFTER = 3
 CANDIDATES_PER_CLASS = 4
+# Beside the first candidates, the last ones of each class: the failing step is usually
+# near the end of the log, and its lines are the evidence.
+RECENT_CANDIDATES_PER_CLASS = 6
 
 _UNANCHORED = re2._Anchor.UNANCHORED
 _STEP_OPTIONS = re2.Options()
@@ -62,6 +65,7 @@ class EvidenceCollector:
 
     def __init__(self) -> None:
         self._candidates: dict[FailureClass, list[_Candidate]] = {}
+        self._recent: dict[FailureClass, deque[_Candidate]] = {}
         self._open: list[tuple[_Candidate, int]] = []  # with the offset of its line in the block
         self._previous_lines: deque[tuple[int, str]] = deque(maxlen=CONTEXT_BEFORE)
         self._last_step: EvidenceLine | None = None
@@ -74,8 +78,13 @@ class EvidenceCollector:
         """
         for match in matches:
             kept = self._candidates.setdefault(match.pattern.failure_class, [])
-            if len(kept) >= CANDIDATES_PER_CLASS or any(c.match.line_no == match.line_no for c in kept):
+            recent = self._recent.get(match.pattern.failure_class)
+            if any(c.match.line_no == match.line_no for c in kept) or (
+                recent and recent[-1].match.line_no == match.line_no
+            ):
                 continue
+            if len(kept) >= CANDIDATES_PER_CLASS and recent is None:
+                recent = self._recent[match.pattern.failure_class] = deque(maxlen=RECENT_CANDIDATES_PER_CLASS)
             start = match.start
             step = self._step_before(block, start, match.line_no)
             candidate = _Candidate(match, step, wanted_until=match.line_no + CONTEXT_AFTER)
@@ -90,7 +99,11 @@ class EvidenceCollector:
                 wanted = range(match.line_no - CONTEXT_BEFORE, number)
                 candidate.lines.update((n, t) for n, t in self._previous_lines if n in wanted)
             candidate.lines.update(sorted(before))
-            kept.append(candidate)
+            if len(kept) < CANDIDATES_PER_CLASS:
+                kept.append(candidate)
+            else:
+                assert recent is not None
+                recent.append(candidate)
             self._open.append((candidate, start))
         last = _last_step_header(block, len(block))
         if last is not None:
@@ -132,15 +145,28 @@ class EvidenceCollector:
     def classes(self) -> list[FailureClass]:
         return list(self._candidates)
 
+    def _all(self, failure_class: FailureClass) -> list[_Candidate]:
+        return [*self._candidates.get(failure_class, []), *self._recent.get(failure_class, ())]
+
     def matched_lines(self, failure_class: FailureClass) -> list[EvidenceLine]:
         return [EvidenceLine(c.match.line_no, clip(c.match.line)) for c in self._candidates.get(failure_class, [])]
 
-    def select(self, failure_class: FailureClass, deciding: Match | None = None) -> list[EvidenceLine]:
-        """The evidence for the decided class: its step, its matched lines, their context."""
+    def select(
+        self, failure_class: FailureClass, deciding: Match | None = None, from_line: int = 0
+    ) -> list[EvidenceLine]:
+        """The evidence for the decided class: its step, its matched lines, their context.
+
+        With `from_line` (where the failing step began), only candidates from there on are
+        used when there are any: the lines a person would point at are in the failing step."""
+        every = self._all(failure_class)
+        inside = [c for c in every if c.match.line_no >= from_line] if from_line > 0 else []
+        pool = inside or every
+        if deciding is not None and not any(c.match.line_no == deciding.line_no for c in pool):
+            pool = [_Candidate(deciding, None, {deciding.line_no: clip(deciding.line)}), *pool]
         candidates = sorted(
-            self._candidates.get(failure_class, []),
+            pool,
             key=lambda c: (deciding is None or c.match.line_no != deciding.line_no, c.match.line_no),
-        )
+        )[: CANDIDATES_PER_CLASS + 1]
         chosen: dict[int, str] = {}
         # Matched lines and the step first (they explain); context fills what room is left.
         for candidate in candidates:

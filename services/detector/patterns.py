@@ -236,3 +236,14 @@ def default_patterns() -> list[Pattern]:
         )
         for rule_id, failure_class, priority, expression, description, hint in DEFAULT_RULES
     ]
+
+
+def command_patterns() -> list[Pattern]:
+    """What a failing step's command says, as patterns over the command text (tenant "")."""
+    from services.detector.knowledge_base.defaults import COMMAND_RULES, HINT
+
+    return [
+        Pattern(pattern_id=rule_id, tenant=BUILTIN_TENANT, failure_class=failure_class, expression=expression,
+                description=description, remediation_hint=HINT[failure_class], priority=priority)
+        for rule_id, failure_class, priority, expression, description in COMMAND_RULES
+    ]

@@ -21,7 +21,7 @@ from sklearn.model_selection import GroupShuffleSplit, StratifiedShuffleSplit
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.vocabulary import FailureClass
-from services.detector.model import FailureModel, ModelConfig
+from services.detector.model import FailureModel, ModelConfig, make_document
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ class LabelledLog:
     text: str | bytes
     failure_class: FailureClass
     group: str  # where it came from (repository); the held-out split keeps groups whole
+    # What the model reads of it, when stored that way (the artefact's training set has no raw logs).
+    document: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,10 @@ def retrain(current: FailureModel | None, confirmed: Sequence[LabelledLog], *,
     train_idx, test_idx = held_out_split(confirmed, holdout_fraction, seed)
     held_out = [confirmed[i] for i in test_idx]
     training = [confirmed[i] for i in train_idx] + list(base)
-    candidate = FailureModel(config or (current.config if current is not None else ModelConfig(seed=seed))).fit(
-        [item.text for item in training], [item.failure_class for item in training],
-        groups=[item.group for item in training])
+    candidate_config = config or (current.config if current is not None else ModelConfig(seed=seed))
+    candidate = FailureModel(candidate_config).fit_documents(
+        [item.document or make_document(item.text, (), candidate_config) for item in training],
+        [item.failure_class for item in training], groups=[item.group for item in training])
     new_score = macro_f1(candidate, held_out, confidence_threshold)
     old_score = macro_f1(current, held_out, confidence_threshold) if current is not None and current.is_trained else 0.0
     accepted = new_score >= old_score

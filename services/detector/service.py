@@ -194,19 +194,17 @@ class _TenantState:
 
 
 def _seed_corpus() -> list[LabelledLog]:
-    """The built-in labelled corpus every tenant's model starts from."""
-    from bench.corpus import generate_corpus  # noqa: PLC0415  (large, only needed to train)
+    """What the built model artefact was trained on; every tenant's retraining starts from it."""
+    from services.detector.model import load_training_set  # noqa: PLC0415
 
-    return [
-        LabelledLog(s.text, s.failure_class, f"seed:{s.family}")
-        for s in generate_corpus(seed=0, samples_per_family=24)
-    ]
+    return [LabelledLog("", item.failure_class, f"seed:{item.group}", item.document) for item in load_training_set()]
 
 
-def _train_default() -> FailureModel:
-    from services.detector.model import train_default_model  # noqa: PLC0415
+def _built_default() -> FailureModel:
+    """The model artefact built by `make model` and shipped with the code (never trained here)."""
+    from services.detector.model import load_default_model  # noqa: PLC0415
 
-    return train_default_model()
+    return load_default_model()
 
 
 class DetectorCore:
@@ -217,7 +215,7 @@ class DetectorCore:
         confidence_threshold: float = 0.6,
         *,
         min_confirmed_labels: int = 20,
-        train_default_model: Callable[[], FailureModel] = _train_default,
+        default_model_loader: Callable[[], FailureModel] = _built_default,
         seed_corpus: Callable[[], list[LabelledLog]] = _seed_corpus,
     ) -> None:
         Diagnoser(confidence_threshold=confidence_threshold)  # validates the threshold
@@ -225,7 +223,7 @@ class DetectorCore:
         self.models_dir = Path(models_dir)
         self.confidence_threshold = confidence_threshold
         self.min_confirmed_labels = min_confirmed_labels
-        self._train_default_model = train_default_model
+        self._default_model_loader = default_model_loader
         self._seed_corpus = seed_corpus
         self._seed: list[LabelledLog] | None = None
         self._default_model: FailureModel | None = None
@@ -263,33 +261,22 @@ class DetectorCore:
         return ModelRegistry(self.models_dir / "tenants" / hashlib.sha256(tenant.encode()).hexdigest()[:24])
 
     def load_default_model(self) -> FailureModel:
-        """The registry's current default model, else a freshly trained one (published)."""
-        registry = self._registry(None)
-        model: FailureModel | None = None
-        if registry.current_version() is not None:
-            try:
-                model = registry.load()
-            except Exception:  # noqa: BLE001  (a damaged file: train again rather than never serve a model)
-                log.warning("stored default model unusable; training again", exc_info=True)
-        if model is None:
-            started = time.perf_counter()
-            model = self._train_default_model()
-            registry.publish(model)
-            log.info(
-                "trained default failure model %s in %.1fs", model.version, time.perf_counter() - started
-            )
+        """The model artefact shipped with the code (`make model` builds it); never trained here."""
+        started = time.perf_counter()
+        model = self._default_model_loader()
+        log.info("loaded default failure model %s in %.2fs", model.version, time.perf_counter() - started)
         self._default_model = model
         self._model_ready.set()
         return model
 
     def start_loading_model(self) -> threading.Thread:
-        """Load or train the default model in the background; patterns alone decide meanwhile."""
+        """Load the default model in the background; patterns alone decide meanwhile."""
 
         def work() -> None:
             try:
                 self.load_default_model()
             except Exception:  # noqa: BLE001
-                log.exception("the default failure model could not be loaded or trained; patterns only")
+                log.exception("the default failure model could not be loaded; patterns only")
 
         thread = threading.Thread(target=work, name="detector-model", daemon=True)
         thread.start()

@@ -47,7 +47,6 @@ HPA_SERVICES = {"detector", "planner", "predictor"}
 # the file that does read it (checked below, so the list cannot rot).
 OTHER_READERS = {
     "HG_LOG_LEVEL": "services/common/runtime.py",
-    "XDG_CACHE_HOME": "services/detector/diagnose.py",
 }
 
 

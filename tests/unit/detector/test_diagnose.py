@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -101,7 +102,7 @@ class _FakeModel:
     def __init__(self, answer: FailureClass, confidence: float) -> None:
         self.answer, self.confidence, self.calls = answer, confidence, 0
 
-    def predict(self, text: str) -> tuple[FailureClass, float]:
+    def predict(self, text: str | bytes, features: Sequence[str] = ()) -> tuple[FailureClass, float]:
         self.calls += 1
         return self.answer, self.confidence
 

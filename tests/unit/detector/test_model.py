@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import pickle
 import time
 
@@ -11,7 +13,7 @@ from sklearn.metrics import f1_score
 from bench.corpus import FAMILIES, generate_corpus
 from services.common.errors import InvalidArgument
 from services.common.vocabulary import FailureClass
-from services.detector.model import FailureModel, informative_lines, tokens
+from services.detector.model import FailureModel, informative_lines, make_document, tokens
 
 
 @pytest.fixture(scope="module")
@@ -75,20 +77,60 @@ def test_tokens_split_camel_case_so_toolchains_share_words() -> None:
 def test_save_and_load_round_trip(model: FailureModel, corpus, tmp_path) -> None:
     path = model.save(tmp_path / "model.bin")
     loaded = FailureModel.load(path)
-    assert loaded.version == model.version and loaded.version.startswith("fm1-")
+    assert loaded.version == model.version and loaded.version.startswith("fm2-")
     texts = [s.text for s in corpus[::17]]
     assert loaded.predict_many(texts) == model.predict_many(texts)
 
 
 def test_load_refuses_something_that_is_not_a_model(tmp_path) -> None:
     bogus = tmp_path / "bogus.bin"
-    bogus.write_bytes(pickle.dumps({"format": "something-else/v9"}))
+    bogus.write_bytes(gzip.compress(json.dumps({"format": "something-else/v9"}).encode()))
     with pytest.raises(ValueError, match="something-else/v9"):
         FailureModel.load(bogus)
 
 
+class _Boom:
+    def __reduce__(self):  # what a hostile pickle would run on load
+        return (pytest.fail, ("a saved model was unpickled",))
+
+
+def test_a_pickle_is_refused_without_being_unpickled(tmp_path) -> None:
+    hostile = tmp_path / "hostile.bin"
+    hostile.write_bytes(pickle.dumps({"format": "healing-guard/failure-model/v2", "x": _Boom()}))
+    with pytest.raises(ValueError, match="not a failure model"):
+        FailureModel.load(hostile)
+
+
+def test_compiled_arithmetic_matches_scikit_learn(model: FailureModel, corpus) -> None:
+    # The runtime predicts from plain arrays; scikit-learn's own pipeline is the reference.
+    for sample in corpus[::7]:
+        document = make_document(sample.text, ["cmd:npm", "kb:dep.npm-network"])
+        ours, reference = model.proba_of_document(document), model.reference_proba(document)
+        assert ours.keys() == reference.keys()
+        assert max(abs(ours[c] - reference[c]) for c in ours) < 1e-9
+
+
+def test_two_class_models_match_scikit_learn_too(corpus) -> None:
+    two = [s for s in corpus if s.failure_class in (FailureClass.LINT, FailureClass.TIMEOUT)]
+    trained = FailureModel().fit([s.text for s in two], [s.failure_class for s in two])
+    for sample in two[::3]:
+        document = make_document(sample.text)
+        ours, reference = trained.proba_of_document(document), trained.reference_proba(document)
+        assert max(abs(ours[c] - reference[c]) for c in ours) < 1e-9
+
+
+def test_features_reach_the_model(corpus) -> None:
+    # The same text, told apart only by a feature: the model must learn to read features.
+    texts = ["step failed"] * 12
+    labels = [FailureClass.LINT] * 4 + [FailureClass.TEST_FAILURE] * 4 + [FailureClass.TIMEOUT] * 4
+    features = [["cmd:rubocop"]] * 4 + [["cmd:rspec"]] * 4 + [["framing:timeout"]] * 4
+    trained = FailureModel().fit(texts, labels, features=features)
+    assert trained.predict("step failed", ["cmd:rubocop"])[0] == FailureClass.LINT
+    assert trained.predict("step failed", ["cmd:rspec"])[0] == FailureClass.TEST_FAILURE
+
+
 def test_version_follows_the_training_data(corpus) -> None:
-    few = [s for s in corpus if s.failure_class in (FailureClass.LINT, FailureClass.TIMEOUT)]
+    few = [s for s in corpus if s.failure_class in (FailureClass.LINT, FailureClass.TIMEOUT, FailureClass.DISK_FULL)]
     texts, labels = [s.text for s in few], [s.failure_class for s in few]
     a = FailureModel().fit(texts, labels)
     b = FailureModel().fit(texts, labels)
@@ -102,7 +144,7 @@ def test_fit_rejects_bad_input_naming_the_field() -> None:
     with pytest.raises(InvalidArgument, match="at least 2 distinct classes"):
         FailureModel().fit(["a"] * 4, [FailureClass.LINT] * 4)
     with pytest.raises(InvalidArgument, match="TIMEOUT has 1"):
-        FailureModel().fit(["a"] * 4, [FailureClass.LINT] * 3 + [FailureClass.TIMEOUT])
+        FailureModel().fit(["a"] * 7, [FailureClass.LINT] * 3 + [FailureClass.DISK_FULL] * 3 + [FailureClass.TIMEOUT])
 
 
 def test_untrained_model_says_so() -> None:
