@@ -683,6 +683,44 @@ def build_bugswarm() -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------
+# buildkite/terminal-to-html: fixtures/*.sh.raw (raw Buildkite job output the renderer is
+# tested on). Only one of them is a failed job; the others succeeded or are not job logs.
+BUILDKITE_T2H_LABELS: list[tuple[str, str, str, str, list[str]]] = [
+    ("buildah-build.sh.raw", "CONFIGURATION", "low",
+     "log: buildah 'Error: creating build container: ... potentially insufficient UIDs or GIDs available in user namespace ... Check /etc/subuid and /etc/subgid' then '🚨 Error: The command exited with status 1' (the agent host's rootless container set-up); judgement call (could be INFRASTRUCTURE)",
+     ["Error: creating build container", "Error: The command exited with status 1"]),
+]
+
+
+def build_terminal_to_html() -> list[dict]:
+    mirror, src = "buildkite+terminal-to-html", "terminal-to-html"
+    out = []
+    for fname, cls, conf, basis, needles in BUILDKITE_T2H_LABELS:
+        data = git_show(mirror, f"fixtures/{fname}")
+        lines = data.split(b"\n")
+        want = [n.encode() for n in needles]
+        decisive = [i + 1 for i, ln in enumerate(lines) if any(w in ln for w in want)]
+        assert decisive, fname
+        name = fname.removesuffix(".sh.raw")
+        out.append(
+            entry(
+                source=src,
+                name=name,
+                data=data,
+                rel_path=write_log(src, name + ".log", data),
+                provider="buildkite",
+                failure_class=cls,
+                confidence=conf,
+                basis=basis,
+                decisive=decisive,
+                decisive_by="labeller",
+                notes=f"fixtures/{fname}, committed unchanged (Buildkite '_bk;t=' timestamps kept)",
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------
 # Bare tool output (knowledge/augmentation only, never evaluation job logs): tools.jsonl
 ERRORFORMAT_COMPILERS = {"cargo-check", "dotnet", "msbuild", "sbt", "scalac", "tsc"}
 AM = "src/test/resources/edu/hm/hafner/analysis/parser/"
@@ -765,6 +803,7 @@ BUILDERS = {
     "logdetective": build_logdetective,
     "travistorrent": build_travistorrent,
     "bugswarm": build_bugswarm,
+    "terminal-to-html": build_terminal_to_html,
 }
 
 
