@@ -244,26 +244,30 @@ def _norm(line: bytes) -> bytes:
     return TASK_PREFIX.sub(b"", line.rstrip(b"\r\n")).strip()
 
 
-def choose_segments(lines: list[bytes], found: list[int]) -> list[tuple[int, int]]:
-    """Half-open [lo, hi) segments of `lines` to keep, within TREEHERDER_CAP bytes.
+def choose_segments(
+    lines: list[bytes], found: list[int], cap: int = TREEHERDER_CAP, tail: int = TREEHERDER_TAIL, head: int = 0
+) -> list[tuple[int, int]]:
+    """Half-open [lo, hi) segments of `lines` to keep, within `cap` bytes (TREEHERDER_CAP).
 
-    The whole log if it fits. Otherwise the end of the job (last TREEHERDER_TAIL lines) plus
+    The whole log if it fits. Otherwise the end of the job (last `tail` lines, and the first
+    `head` lines if head > 0) plus
     a window of context around every expected error line, merged; the context shrinks
     (200/50, 100/30, 40/10, 10/3 lines before/after) until it fits, and if even the
     smallest does not fit, expected lines are taken in log order while they fit."""
     sizes = [len(ln) + 1 for ln in lines]
     n = len(lines)
-    if sum(sizes) <= TREEHERDER_CAP:
+    if sum(sizes) <= cap:
         return [(0, n)]
     tail_lo = n
     tail_bytes = 0
-    while tail_lo > 0 and n - tail_lo < TREEHERDER_TAIL and tail_bytes + sizes[tail_lo - 1] <= TREEHERDER_CAP // 4:
+    while tail_lo > 0 and n - tail_lo < tail and tail_bytes + sizes[tail_lo - 1] <= cap // 4:
         tail_lo -= 1
         tail_bytes += sizes[tail_lo]
 
     def merged(fs: list[int], before: int, after: int) -> list[tuple[int, int]]:
         segs: list[tuple[int, int]] = []
-        for lo, hi in sorted([(max(0, f - before), min(n, f + after + 1)) for f in fs] + [(tail_lo, n)]):
+        fixed = [(tail_lo, n)] + ([(0, min(head, tail_lo))] if head else [])
+        for lo, hi in sorted([(max(0, f - before), min(n, f + after + 1)) for f in fs] + fixed):
             if segs and lo <= segs[-1][1]:
                 segs[-1] = (segs[-1][0], max(segs[-1][1], hi))
             else:
@@ -275,11 +279,11 @@ def choose_segments(lines: list[bytes], found: list[int]) -> list[tuple[int, int
 
     for before, after in ((200, 50), (100, 30), (40, 10), (10, 3)):
         segs = merged(found, before, after)
-        if cost(segs) <= TREEHERDER_CAP:
+        if cost(segs) <= cap:
             return segs
     taken: list[int] = []
     for f in found:
-        if cost(merged(taken + [f], 10, 3)) > TREEHERDER_CAP:
+        if cost(merged(taken + [f], 10, 3)) > cap:
             break
         taken.append(f)
     return merged(taken, 10, 3)
@@ -512,6 +516,211 @@ def build_travistorrent() -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------
+# BugSwarm/bugswarm: tests/analyzer/github_data/**.log (GitHub Actions job logs the BugSwarm
+# analyzer is tested on) with the expected status / failed-test counts in
+# tests/analyzer/test_github.py. The cause is read in the log at the last error before
+# '##[error]Process completed with exit code N.' (or the step's own ##[error] line).
+# (path under github_data/, class, confidence, basis, needles that find the decisive lines)
+BUGSWARM_LABELS: list[tuple[str, str, str, str, list[str]]] = [
+    ("ant/2114165124-orig.log", "TEST_FAILURE", "high", "junit: '14 tests failed', ant 'BUILD FAILED'", ["14 tests failed"]),
+    ("ant/2420748513-orig.log", "TEST_FAILURE", "high", "junit: 'Tests run: 1, Failures: 0, Errors: 1' (IndexOutOfBoundsException), 'Test abstraction.FiliereParDefaultTest failed'", ["Test abstraction.FiliereParDefaultTest failed", "Errors: 1,"]),
+    ("ant/2464642509-orig.log", "TEST_FAILURE", "high", "ant junit: 'One or more tests failed'", ["One or more tests failed"]),
+    ("ant/2496555797-orig.log", "TEST_FAILURE", "high", "junit: '38 tests failed' (AssertionFailedError)", ["38 tests failed"]),
+    ("build_system_testing/2029314256.log", "TEST_FAILURE", "high", "go test '--- FAIL: Test_prepareStep', gradle ':playground:backend:test' failed", ["--- FAIL: Test_prepareStep", "Execution failed for task ':playground:backend:test'"]),
+    ("build_system_testing/2040687460.log", "TEST_FAILURE", "high", "gradle: 'Execution failed for task ':sdk:metrics:test'. There were failing tests.'", ["Execution failed for task ':sdk:metrics:test'."]),
+    ("build_system_testing/2372881152.log", "TEST_FAILURE", "high", "maven surefire: 'Tests run: 1687, Failures: 0, Errors: 1', 'There are test failures.'", ["Tests run: 1687, Failures: 0, Errors: 1", "There are test failures."]),
+    ("build_system_testing/2487500667.log", "TEST_FAILURE", "high", "maven failsafe verify: 'There are test failures.' (integration tests of test-fusion-csrf-context)", ["[ERROR] Failed to execute goal org.apache.maven.plugins:maven-failsafe-plugin"]),
+    ("build_system_testing/2503163025.log", "NETWORK", "medium", "ant junitlauncher 'test-unit' failed; the failing test is 'testFetchHelpTopicContentNominal() ... FAILED: java.net.SocketTimeoutException: connect timed out' (a test that fetches from a live server)", ["SocketTimeoutException: connect timed out", "'test-unit' failed"]),
+    ("build_system_testing/6642948886.log", "TEST_FAILURE", "high", "maven surefire: 'Tests run: 6, Failures: 6', 'There are test failures.'", ["Tests run: 6, Failures: 6", "There are test failures."]),
+    ("build_system_testing/6999501459.log", "TEST_FAILURE", "high", "gradle: '10 tests completed, 4 failed' (XMLLexerTest), ':lexers:testDebugUnitTest' failed", ["10 tests completed, 4 failed"]),
+    ("gradle/14294971046-orig.log", "TEST_FAILURE", "high", "gradle: '5343 tests completed, 1 failed', ':barclayTest' failed", ["5343 tests completed, 1 failed"]),
+    ("gradle/16166237459-orig.log", "TEST_FAILURE", "high", "gradle: 'Execution failed for task ':test'. There were failing tests.'", ["Execution failed for task ':test'."]),
+    ("gradle/2063953546-orig.log", "TEST_FAILURE", "high", "gradle: 4 test tasks failed with 'There were failing tests'", ["There were failing tests."]),
+    ("gradle/2085562467-orig.log", "LINT", "high", "gradle: 'Task :spotlessMiscCheck FAILED' (formatter check)", ["spotlessMiscCheck FAILED", "Execution failed for task ':spotlessMiscCheck'"]),
+    ("gradle/2160401079-orig.log", "TEST_FAILURE", "high", "gradle: 'Build completed with 3 failures', three functionalTest tasks 'There were failing tests'", ["There were failing tests."]),
+    ("gradle/2307899709-orig.log", "TEST_FAILURE", "high", "gradle: 'RetryInterceptorTest > connectTimeout() FAILED' (mockito TooFewActualInvocations), '40 tests completed, 1 failed'", ["connectTimeout() FAILED", "40 tests completed, 1 failed"]),
+    ("gradle/2371715232-orig.log", "TEST_FAILURE", "high", "gradle: '6870 tests completed, 4 failed', ':poi:test' failed (SpotBugs also reported, but the failed task is the test task)", ["6870 tests completed, 4 failed"]),
+    ("gradle/2398880548-orig.log", "TEST_FAILURE", "high", "gradle: 'NettyFlowControlTest > largeBdp FAILED' (AssertionError), '375 tests completed, 1 failed'", ["largeBdp FAILED", "375 tests completed, 1 failed"]),
+    ("gradle/2464471085-orig.log", "TEST_FAILURE", "high", "gradle: '3867 tests completed, 1 failed', ':servicetalk-http-netty:test' failed", ["3867 tests completed, 1 failed"]),
+    ("gradle/2489325318-orig.log", "TEST_FAILURE", "high", "gradle: ComparisonFailure in TestCopyOnWriteUpdate, '873 tests completed, 2 failed'", ["873 tests completed, 2 failed"]),
+    ("gradle/2544985503-orig.log", "TEST_FAILURE", "high", "gradle: 'ThemeManagerTest > installThemeOnScene() FAILED', '8048 tests completed, 1 failed'", ["installThemeOnScene() FAILED", "8048 tests completed, 1 failed"]),
+    ("gradle/7801445827-orig.log", "COMPILE_ERROR", "high", "javac 'error: cannot find symbol', ':compileJava' 'Compilation failed'", ["error: cannot find symbol", "Compilation failed; see the compiler error output"]),
+    ("gradle/9657915347-orig.log", "TEST_FAILURE", "high", "gradle: 'shouldResponseErrorIfUserNotFound() FAILED', '556 tests completed, 1 failed'", ["shouldResponseErrorIfUserNotFound() FAILED", "556 tests completed, 1 failed"]),
+    ("javascript/jest/2320994299.log", "TEST_FAILURE", "high", "jest: 'Tests: 1 failed, 3 skipped, 431 passed'", ["Tests:       \x1b[22m\x1b[1m\x1b[31m1 failed"]),
+    ("javascript/jest/2518112250.log", "TEST_FAILURE", "high", "jest: 'Tests: 5 failed, 2 skipped, 124 passed'", ["Tests:       5 failed"]),
+    ("javascript/jest/2537485009.log", "TEST_FAILURE", "high", "jest e2e: '5 snapshots failed', 'Tests: 5 failed, 55 passed'", ["5 snapshots failed"]),
+    ("javascript/jest/2541668703.log", "LINT", "medium", "'npm run test-typings' (tsd type-definition checks) failed with type errors ('Parameter type ... is declared too wide'); the jest tests passed; a type check of the change", ["Failed at the commander@9.3.0 test-typings script."]),
+    ("javascript/jest/2544418976.log", "TEST_FAILURE", "medium", "jest: '1 snapshot failed', 'Tests: 1 failed' ends the job (the earlier TS2307 typecheck errors did not stop it)", ["Tests:       1 failed", "1 snapshot failed."]),
+    ("javascript/jest/2545414624.log", "TEST_FAILURE", "high", "jest: 'Tests: 14 failed, 14 total' (ReferenceError: Constants is not defined)", ["Tests:       14 failed"]),
+    ("javascript/jest/2547772887.log", "COMPILE_ERROR", "low", "jest 'Test suite failed to run: Cannot find module 'fs.extra' from 'generator.js'' (the code requires a module that is not installed); judgement call (could be read as a dependency problem)", ["Cannot find module 'fs.extra'"]),
+    ("javascript/jest/2549045719.log", "TEST_FAILURE", "high", "jest: 'Test Suites: 8 failed', 'Tests: 50 failed'", ["Tests:       50 failed"]),
+    ("javascript/jest/357124468.log", "TEST_FAILURE", "high", "jest: 'Summary of all failing tests', 'Test Suites: 4 failed, 149 passed'", ["Summary of all failing tests"]),
+    ("javascript/mocha/2284801118.log", "TEST_FAILURE", "high", "mocha: '2 failing' (Uncaught AssertionError)", ["  2 failing"]),
+    ("javascript/mocha/2358392288.log", "TIMEOUT", "medium", "mocha: '1 failing': 'Error: Timeout of 2000ms exceeded' (a per-test time limit)", ["Error: Timeout of 2000ms exceeded"]),
+    ("javascript/mocha/2404484958.log", "TEST_FAILURE", "high", "mocha: '2 failing' (done() invoked with non-Error; TypeError)", ["  2 failing"]),
+    ("javascript/mocha/2446999494.log", "TEST_FAILURE", "medium", "mocha: 31 tests failed 'Error: Failed to generate def for node.lib', 'npm ERR! Test failed.'", ["npm ERR! Test failed."]),
+    ("javascript/mocha/2464267101.log", "TEST_FAILURE", "high", "mocha: '273 failing' (AssertionError)", ["  273 failing"]),
+    ("javascript/mocha/2530886594.log", "COMPILE_ERROR", "low", "lab: 'Error requiring file: test/act.test.js', 'Cannot find module '@hapi/wreck'' (the code requires a module the package does not install); judgement call (could be read as a dependency problem)", ["Cannot find module '@hapi/wreck'"]),
+    ("javascript/mocha/2536167204.log", "TEST_FAILURE", "high", "mocha: '1 failing' (TypeError in shared.ops.scoreTask test)", ["1 failing"]),
+    ("javascript/mocha/2536680158.log", "TEST_FAILURE", "high", "mocha: '1 failing' (Primary Key or Unique key should be passed to upsert query)", ["  1 failing"]),
+    ("javascript/mocha/2536837535.log", "TEST_FAILURE", "low", "mocha: '2 failing': a 10000ms test timeout and an assertion on the DNS error text ('Query error: NXDOMAIN'); judgement call (TIMEOUT or NETWORK also fit one of the two)", ["  2 failing", "Error: Timeout of 10000ms exceeded"]),
+    ("logs/2bc1838f764bbcee383326ab76c82fa3dbf7c441.log", "TEST_FAILURE", "high", "gradle: 'ModuleProjectTest > test FAILED', '3 tests completed, 1 failed'", ["ModuleProjectTest > test FAILED", "3 tests completed, 1 failed"]),
+    ("logs/ac73df56a593752d8d5741b3a1fc0e0bc4836d9d.log", "DEPENDENCY_FETCH", "medium", "docker build of 'mvn clean package': 'Could not resolve dependencies for project com.dianping.cat:cat-core' (DependencyResolutionException)", ["Could not resolve dependencies for project"]),
+    ("logs/d1e03606f3d7514e165e12d398a63167f67b5e2e.log", "DEPENDENCY_FETCH", "medium", "maven: 'Extension org.apache.maven.extensions:maven-build-cache-extension:1.0.0-SNAPSHOT or one of its dependencies could not be resolved', 'Could not find artifact'", ["ExtensionResolutionException", "ArtifactNotFoundException: Could not find artifact"]),
+    ("logs/e15bdd7e3d09047d5fed70117b7c3dfd26f3a36e.log", "TEST_FAILURE", "high", "maven failsafe: 'Tests run: 152, Failures: 0, Errors: 1', 'nifi-system-test-suite ... There are test failures.'", ["Tests run: 152, Failures: 0, Errors: 1", "There are test failures."]),
+    ("logs/f0ef4543509d239d4a576d2ce0aea16a1cbc80e5.log", "TEST_FAILURE", "high", "maven surefire: 'Tests run: 2731, Failures: 1', 'There are test failures.'", ["Tests run: 2731, Failures: 1", "There are test failures."]),
+    ("maven/12624254643-orig.log", "TEST_FAILURE", "high", "maven surefire: 'Tests run: 124, Failures: 0, Errors: 30'", ["Tests run: 124, Failures: 0, Errors: 30", "There are test failures."]),
+    ("maven/16621473969-orig.log", "TEST_FAILURE", "high", "maven surefire: 'Tests run: 1943, Failures: 2'", ["Tests run: 1943, Failures: 2", "There are test failures."]),
+    ("maven/1749803252-orig.log", "LINT", "high", "maven-checkstyle-plugin: 'There is 1 error reported by Checkstyle 6.11.2 with checkstyle.xml ruleset.'", ["Failed during checkstyle execution"]),
+    ("maven/1932650872-orig.log", "CONFIGURATION", "high", "maven-compiler-plugin: 'Fatal error compiling: invalid target release: 17' (the job's JDK is older than the build needs)", ["invalid target release: 17"]),
+    ("maven/2003301608-orig.log", "TEST_FAILURE", "high", "maven surefire: 'Tests run: 33, Failures: 0, Errors: 1', 'There are test failures.'", ["Tests run: 33, Failures: 0, Errors: 1", "There are test failures."]),
+    ("maven/2172769214-orig.log", "CONFIGURATION", "low", "nexus-staging-maven-plugin deploy: 'Remote staging failed: Staging rules failure!' (the release repository rejected the deployment; the tests had passed); judgement call", ["Remote staging failed: Staging rules failure!"]),
+    ("maven/2320033275-orig.log", "TEST_FAILURE", "high", "maven surefire: 'Tests run: 764, Failures: 0, Errors: 1' in fastjson1-compatible, then 'Failed to execute goal ...maven-surefire-plugin'", ["Tests run: 764, Failures: 0, Errors: 1", "Failed to execute goal org.apache.maven.plugins:maven-surefire-plugin"]),
+    ("maven/2346499639-orig.log", "TEST_FAILURE", "high", "maven surefire: 'Tests run: 402, Failures: 7', 'There are test failures.'", ["Tests run: 402, Failures: 7", "There are test failures."]),
+    ("maven/2397394521-orig.log", "TEST_FAILURE", "high", "maven surefire: 'Tests run: 25, Failures: 0, Errors: 1', 'There are test failures.'", ["Tests run: 25, Failures: 0, Errors: 1", "There are test failures."]),
+    ("maven/7885474901-orig.log", "TEST_FAILURE", "high", "maven surefire: 'Tests run: 768, Failures: 0, Errors: 2', 'There are test failures.'", ["Tests run: 768, Failures: 0, Errors: 2", "There are test failures."]),
+    ("python/2024423709-orig.log", "TEST_FAILURE", "high", "pytest: '26 failed, 1062 passed, ..., 10 errors'", ["26 failed"]),
+    ("python/2062223369-orig.log", "COMPILE_ERROR", "medium", "pytest collection: 13 errors 'ModuleNotFoundError: No module named 'importlib.metadata'' (the code imports a module this Python version lacks)", ["No module named 'importlib.metadata'"]),
+    ("python/2163834915-orig.log", "TEST_FAILURE", "high", "pytest: 'FAILED tests/test_core.py::test_sys_entities_normalized_token_span'", ["FAILED tests/test_core.py::"]),
+    ("python/2267219366-orig.log", "TEST_FAILURE", "high", "pytest: '1 failed, 1933 passed'", ["1 failed, 1933 passed"]),
+    ("python/2283578153-orig.log", "TEST_FAILURE", "high", "pytest: 'FAILED ...test_psf_king_containment_radius', '1 failed, 1956 passed'", ["FAILED gammapy/irf/psf/tests/test_parametric.py"]),
+    ("python/2350842179-orig.log", "COMPILE_ERROR", "low", "pytest collection: '11 errors' from 'ModuleNotFoundError: No module named transformers/opencc/kenlm' and ImportError ('pycorrector dependencies are not fully installed'); judgement call (could be read as DEPENDENCY_FETCH: the optional packages were never installed)", ["ModuleNotFoundError: No module named 'kenlm'", "11 errors in"]),
+    ("python/2360239904-orig.log", "TEST_FAILURE", "high", "pytest: '10 failed, 383 passed'", ["10 failed, 383 passed"]),
+    ("python/2422710472-orig.log", "TEST_FAILURE", "medium", "nose: 'FAIL: test.rosdistro_verify_test.test_verify_files_identical', 'FAILED (SKIP=1, failures=1)' (a test that the distribution files are normalised)", ["FAIL: test.rosdistro_verify_test.test_verify_files_identical", "FAILED (SKIP=1, failures=1)"]),
+    ("python/2424147467-orig.log", "TEST_FAILURE", "high", "pytest: '1 failed, 43260 passed'", ["1 failed, 43260 passed"]),
+    ("python/2446151667-orig.log", "TEST_FAILURE", "high", "pytest: 'FAILED tests/bench.py::test_text_extraction', '1 failed, 2 passed'", ["FAILED tests/bench.py::test_text_extraction"]),
+    ("python/2468864400-orig.log", "COMPILE_ERROR", "medium", "test run aborted at import: '@lru_cache' without parentheses on Python 3.7 -> 'TypeError: Expected maxsize to be an integer or None' (the code does not run on this Python)", ["TypeError: Expected maxsize to be an integer or None"]),
+    ("python/2477898638-orig.log", "TEST_FAILURE", "high", "unittest: 'FAILED (SKIP=1, failures=4)' (AssertionError: Duplicate package name)", ["FAILED (SKIP=1, failures=4)"]),
+    ("python/2496945256-orig.log", "TEST_FAILURE", "high", "unittest: 'FAILED (errors=1, skipped=914, expected failures=20)' (TypeError in ChangeStream)", ["FAILED (errors=1, skipped=914"]),
+    ("python/2505733928-orig.log", "TEST_FAILURE", "medium", "pytest: '3 failed, 40 passed' (integration tests: 'expected status code 200, got 504')", ["3 failed, 40 passed"]),
+    ("python/2506527647-orig.log", "TEST_FAILURE", "low", "unittest: 'FAILED (errors=1)' with 'Connection refused' to a local test server and an HTTP 405 from it; judgement call (a test-environment service problem rather than a code one is possible)", ["FAILED (errors=1)"]),
+    ("python/2511268285-orig.log", "COMPILE_ERROR", "medium", "unittest: 'FAILED (errors=18)', every error 'ImportError: cannot import name 'is_torch_available' from 'sahi.utils.import_utils'' (the project's code)", ["ImportError: cannot import name 'is_torch_available'"]),
+    ("python/2511451902-orig.log", "TEST_FAILURE", "high", "unittest: 'FAILED (failures=1, skipped=22)' (AssertionError)", ["FAILED (failures=1, skipped=22)"]),
+    ("python/2512030835-orig.log", "COMPILE_ERROR", "high", "pytest collection: 'SyntaxError: invalid syntax' in kubernetes/config/exec_provider.py, '5 errors'", ["SyntaxError: invalid syntax"]),
+    ("python/2512083654-orig.log", "TEST_FAILURE", "low", "pytest run crashed: 'Fatal Python error: Segmentation fault' in test_mainwindow.py, exit code 139 (a crash of the tested application); judgement call", ["Fatal Python error: Segmentation fault"]),
+    ("python/2516607438-orig.log", "TEST_FAILURE", "high", "pytest: '1 failed, 18020 passed' (ValueError: Invalid kind: auto)", ["1 failed, 18020 passed"]),
+    ("python/2516961170-orig.log", "TEST_FAILURE", "high", "unittest: 'AssertionError: False is not true : Duplicate FW versions found', 'FAILED (failures=1, skipped=176)'", ["FAILED (failures=1, skipped=176)"]),
+    ("python/25839918303-orig.log", "TEST_FAILURE", "medium", "pytest: 12 tests fail with 'TypeError: unsupported operand type(s) for /: 'str' and 'str''", ["TypeError: unsupported operand type(s) for /: 'str' and 'str'"]),
+    ("python/27530380915-orig.log", "COMPILE_ERROR", "medium", "pytest collection: '3 errors': 'ModuleNotFoundError: No module named 'vizro_ai.dashboard.build'' (a module of the project itself)", ["No module named 'vizro_ai.dashboard.build'"]),
+    ("python/27666867032-orig.log", "TEST_FAILURE", "high", "pytest: array comparison 'Mismatched elements: 2 / 9', 1 test failed", ["Mismatched elements: 2 / 9"]),
+    ("terminated/2026328035.log", "INFRASTRUCTURE", "low", "source status 'cancelled'; log ends '##[error]The operation was canceled.' with no reason given; judgement call", ["##[error]The operation was canceled."]),
+]
+BUGSWARM_CAP = 100_000  # bytes per committed log window
+BUGSWARM_TAIL = 150  # lines kept from the end of the job
+BUGSWARM_HEAD = 40  # lines kept from the start (runner, image and job set-up)
+
+
+def _bugswarm_expected(mirror: str) -> dict[str, dict[str, str]]:
+    """log file name -> the expected values test_github.py asserts for it (status, failed tests, repo)."""
+    text = git_show(mirror, "tests/analyzer/test_github.py").decode()
+    out: dict[str, dict[str, str]] = {}
+    for block in re.split(r"\n    def ", text):
+        m = re.search(r"log = '([^']+)'", block)
+        if not m or m.group(1) in out:
+            continue
+        d = {}
+        for k, pat in (("repo", r"repo = '([^']+)'"), ("status", r"compare_status\(\w+, '(\w+)'\)"), ("failed", r"compare_num_t_failed\(\w+, (\d+)\)")):
+            mm = re.search(pat, block)
+            if mm:
+                d[k] = mm.group(1)
+        out[m.group(1)] = d
+    return out
+
+
+def build_bugswarm() -> list[dict]:
+    mirror, src = "BugSwarm+bugswarm", "bugswarm"
+    base = "tests/analyzer/github_data/"
+    expected = _bugswarm_expected(mirror)
+    out = []
+    for rel, cls, conf, basis, needles in BUGSWARM_LABELS:
+        raw = git_show(mirror, base + rel)
+        lines = raw.split(b"\n")
+        trailing_nl = bool(lines) and lines[-1] == b""
+        if trailing_nl:
+            lines = lines[:-1]
+        want = [n.encode() for n in needles]
+        found = [i for i, ln in enumerate(lines) if any(w in ln for w in want)]
+        assert found, rel
+        segs = choose_segments(lines, found, cap=BUGSWARM_CAP, tail=BUGSWARM_TAIL, head=BUGSWARM_HEAD)
+        kept: list[bytes] = []
+        decisive: list[int] = []
+        fset = set(found)
+        for lo, hi in segs:
+            for i in range(lo, hi):
+                if i in fset:
+                    decisive.append(len(kept) + 1)
+                kept.append(lines[i])
+        assert decisive, rel
+        data = b"\n".join(kept) + (b"\n" if trailing_nl else b"")
+        exp = expected.get(Path(rel).name, {})
+        said = ", ".join(f"{k} {v}" for k, v in exp.items() if k != "repo")
+        notes = [f"{base}{rel}" + (f" (job of {exp['repo']})" if "repo" in exp else "")]
+        if segs != [(0, len(lines))]:
+            inside = {i for lo, hi in segs for i in range(lo, hi)}
+            dropped = len([f for f in found if f not in inside])
+            notes.append(
+                "truncated: original lines " + " + ".join(f"{lo + 1}-{hi}" for lo, hi in segs) + f" of {len(lines)} kept, in that order"
+                + (" (the gap between the segments is not marked in the file)" if len(segs) > 1 else "")
+                + (f"; {dropped} decisive line(s) outside the window" if dropped else "")
+            )
+        name = rel.removesuffix(".log").replace("/", "__")
+        out.append(
+            entry(
+                source=src,
+                name=name,
+                data=data,
+                rel_path=write_log(src, name.replace("__", "-") + ".log", data),
+                provider="github_actions",
+                failure_class=cls,
+                confidence=conf,
+                basis=(f"bugswarm expected: {said}; " if said else "") + "log: " + basis,
+                decisive=decisive,
+                decisive_by="labeller",
+                notes="; ".join(notes),
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# buildkite/terminal-to-html: fixtures/*.sh.raw (raw Buildkite job output the renderer is
+# tested on). Only one of them is a failed job; the others succeeded or are not job logs.
+BUILDKITE_T2H_LABELS: list[tuple[str, str, str, str, list[str]]] = [
+    ("buildah-build.sh.raw", "CONFIGURATION", "low",
+     "log: buildah 'Error: creating build container: ... potentially insufficient UIDs or GIDs available in user namespace ... Check /etc/subuid and /etc/subgid' then '🚨 Error: The command exited with status 1' (the agent host's rootless container set-up); judgement call (could be INFRASTRUCTURE)",
+     ["Error: creating build container", "Error: The command exited with status 1"]),
+]
+
+
+def build_terminal_to_html() -> list[dict]:
+    mirror, src = "buildkite+terminal-to-html", "terminal-to-html"
+    out = []
+    for fname, cls, conf, basis, needles in BUILDKITE_T2H_LABELS:
+        data = git_show(mirror, f"fixtures/{fname}")
+        lines = data.split(b"\n")
+        want = [n.encode() for n in needles]
+        decisive = [i + 1 for i, ln in enumerate(lines) if any(w in ln for w in want)]
+        assert decisive, fname
+        name = fname.removesuffix(".sh.raw")
+        out.append(
+            entry(
+                source=src,
+                name=name,
+                data=data,
+                rel_path=write_log(src, name + ".log", data),
+                provider="buildkite",
+                failure_class=cls,
+                confidence=conf,
+                basis=basis,
+                decisive=decisive,
+                decisive_by="labeller",
+                notes=f"fixtures/{fname}, committed unchanged (Buildkite '_bk;t=' timestamps kept)",
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------
 # Bare tool output (knowledge/augmentation only, never evaluation job logs): tools.jsonl
 ERRORFORMAT_COMPILERS = {"cargo-check", "dotnet", "msbuild", "sbt", "scalac", "tsc"}
 AM = "src/test/resources/edu/hm/hafner/analysis/parser/"
@@ -593,6 +802,8 @@ BUILDERS = {
     "treeherder": build_treeherder,
     "logdetective": build_logdetective,
     "travistorrent": build_travistorrent,
+    "bugswarm": build_bugswarm,
+    "terminal-to-html": build_terminal_to_html,
 }
 
 
