@@ -248,6 +248,9 @@ def advance_monitor(
         if new_root != old_root:
             raise VerificationError(f"log forked: two different roots for size {new_size}")
         return monitor_state(head), f"tree head unchanged at size {new_size}"
+    if old_size == 0:
+        # Nothing can be proved from the empty tree (RFC 9162): like a first head.
+        return monitor_state(head), f"first non-empty tree head: size {new_size}, trusted on its signature"
     consistency = doc.get("consistency")
     if not isinstance(consistency, dict):
         raise VerificationError(f"export carries no consistency proof from size {old_size}")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from services.audit import merkle, verify
 from services.audit.checkpoint import KeyRing, SigningKey, VerificationError, sign_checkpoint, verify_signed_tree_head
 from services.audit.entry import NewEntry
-from services.audit.export import advance_monitor, verify_export
+from services.audit.export import advance_monitor, monitor_state, verify_export
 from services.audit.log import AuditLog, erasure_record
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 
@@ -238,6 +238,15 @@ def test_monitor_state_rejects_forks_with_a_readable_reason(audit_log: AuditLog)
     doc["consistency"]["proof"][0] = "00" * 32
     with pytest.raises(VerificationError, match="consistency proof from size 4 to 6"):
         advance_monitor(state, doc, keys)
+
+
+def test_a_monitor_that_saw_only_the_empty_log_trusts_the_next_head_on_its_signature(audit_log: AuditLog) -> None:
+    keys = audit_log.keys.verifiers()
+    state = monitor_state(audit_log.signed_tree_head())
+    assert state["tree_size"] == 0
+    _fill(audit_log, 3)
+    state, said = advance_monitor(state, json.loads(audit_log.export_range(0, 1, consistency_from=0)), keys)
+    assert state["tree_size"] == 3 and "first non-empty tree head: size 3" in said
 
 
 def test_heads_signed_before_rotation_still_verify(audit_log: AuditLog) -> None:
