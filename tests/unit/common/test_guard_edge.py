@@ -14,8 +14,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from healing_guard.common.v1 import common_pb2
 from healing_guard.coordinator.v1 import coordinator_pb2_grpc
-from healing_guard.detector.v1 import detector_pb2_grpc
+from healing_guard.detector.v1 import detector_pb2, detector_pb2_grpc
 from services.common.config import ServiceConfig
 from services.common.errors import NotFound
 from services.common.server import Server, ServiceDefinition
@@ -125,6 +126,24 @@ def test_an_undecodable_first_stream_message_is_invalid_argument(
         assert "StreamFailureRequest" in details
         code, _ = await _code(call(_raw_stream([body]), timeout=5))
         assert code is grpc.StatusCode.UNAUTHENTICATED
+
+    _serve(test)
+    _no_error_logs(caplog)
+
+
+def test_an_undecodable_later_stream_message_is_invalid_argument_naming_its_position(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    job = common_pb2.JobRef(provider=common_pb2.PROVIDER_GITHUB_ACTIONS, repository="acme/web", pipeline="ci",
+                            job="test", run_id="r-1", attempt=1)
+    first = detector_pb2.StreamFailureRequest(report=detector_pb2.FailureReport(job=job)).SerializeToString()
+    chunk = detector_pb2.StreamFailureRequest(log_chunk=b"ERROR boom\n").SerializeToString()
+
+    async def test(channel: grpc.aio.Channel) -> None:
+        call = channel.stream_unary(DETECTOR + "StreamFailure")
+        code, details = await _code(call(_raw_stream([first, chunk, b"\xff\xff"]), metadata=AUTH, timeout=5))
+        assert code is grpc.StatusCode.INVALID_ARGUMENT, details
+        assert "message 3 of the stream" in details
 
     _serve(test)
     _no_error_logs(caplog)
