@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
@@ -28,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 from services.common import auth, errors, tracing
 from services.common.config import ServiceConfig, identity_of
 from services.common.contracts import REFLECTED_NAMES, SERVICE_NAMES
+from services.common.identifiers import check_identifier_lengths
 from services.common.status import to_grpc_status
 from services.common.tokens import Principal, TokenVerifier
 from services.common.vocabulary import Role
@@ -206,6 +208,8 @@ def _decoded(request: Any, position: int = 0) -> Any:
             "request",
             f"{which} does not decode as {request.message_type}: {request.reason}",
         )
+    if isinstance(request, Message):
+        check_identifier_lengths(request)
     return request
 
 

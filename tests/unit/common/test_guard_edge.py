@@ -176,3 +176,21 @@ def test_a_decodable_body_still_reaches_the_servicer() -> None:
         assert code is grpc.StatusCode.NOT_FOUND and "'f-1'" in details
 
     _serve(test)
+
+
+def test_an_oversized_identifier_is_invalid_argument_with_a_bounded_message() -> None:
+    body = detector_pb2.GetDiagnosisRequest(failure_id="A" * 70_000).SerializeToString()
+
+    async def test(channel: grpc.aio.Channel) -> None:
+        call = channel.unary_unary(DETECTOR + "GetDiagnosis")
+        code, details = await _code(call(body, metadata=AUTH, timeout=5))
+        assert code is grpc.StatusCode.INVALID_ARGUMENT, details[:200]
+        assert details == "failure_id: must be at most 512 characters, got 70000"
+        code, _ = await _code(call(body, timeout=5))
+        assert code is grpc.StatusCode.UNAUTHENTICATED
+        # At the limit it reaches the servicer; the NOT_FOUND that echoes it stays bounded.
+        at_limit = detector_pb2.GetDiagnosisRequest(failure_id="A" * 512).SerializeToString()
+        code, details = await _code(call(at_limit, metadata=AUTH, timeout=5))
+        assert code is grpc.StatusCode.NOT_FOUND and len(details.encode()) <= 512 and details.endswith("\u2026")
+
+    _serve(test)
