@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 MAX_EXPORT = 10_000
+MAX_INDEX = 2**63 - 1  # the largest leaf index SQLite can store (request fields are uint64)
 
 
 def now_us() -> int:
@@ -197,6 +198,8 @@ class AuditLog:
         limit: int = 100,
         start_index: int = 0,
     ) -> list[EntryView]:
+        if not 0 <= start_index <= MAX_INDEX:
+            raise InvalidArgument("start_index", f"must be between 0 and {MAX_INDEX}, got {start_index}")
         kinds = (parse_kind(kind),) if kind else None
         query = EntryQuery(tenant_id or None, subject or None, kinds, start_index=start_index, limit=limit or 100)
         return [self._view(item) for item in self.store.find_entries(query)]

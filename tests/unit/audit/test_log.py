@@ -277,3 +277,12 @@ def test_random_reads_match_what_was_written(audit_log: AuditLog) -> None:
     listed = audit_log.list_entries(tenant_id="a", subject="f/2")
     assert [v.index for v in listed] == [i for i, n in enumerate(written) if n.tenant_id == "a" and n.subject == "f/2"]
     assert datetime.now(UTC)  # the log's own clock is injected; nothing here depends on wall time
+
+
+@pytest.mark.parametrize("start_index", [2**63, 2**64 - 1])
+def test_a_start_index_beyond_what_sqlite_stores_is_refused_naming_the_range(audit_log: AuditLog,
+                                                                            start_index: int) -> None:
+    _fill(audit_log, 2)
+    with pytest.raises(InvalidArgument, match=f"start_index: must be between 0 and {2**63 - 1}, got {start_index}"):
+        audit_log.list_entries("acme", start_index=start_index)
+    assert audit_log.list_entries("acme", start_index=2**63 - 1) == []
