@@ -96,9 +96,9 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
                                                f"got {request.end_index}")
         principal = auth.current_principal()
         scope = None if auth.acts_for_any_tenant(principal) else principal.tenant
-        exported = await asyncio.to_thread(self.log.export_range, request.start_index, request.end_index,
-                                           tenant_id=scope)
-        return audit_pb2.ExportRangeResponse(export_json=exported)
+        page = await asyncio.to_thread(self.log.export_page, request.start_index, request.end_index,
+                                       tenant_id=scope)
+        return audit_pb2.ExportRangeResponse(export_json=page.export_json, next_start_index=page.next_start_index)
 
     async def ComplianceReport(self, request, context):  # type: ignore[no-untyped-def]
         tenant = auth.tenant_for(request.tenant_id)

@@ -4,6 +4,7 @@ store or Python's datetime take are INVALID_ARGUMENT naming the field, never INT
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -37,3 +38,28 @@ def test_compliance_report_refuses_a_timestamp_beyond_year_9999(servicer: AuditS
     with pytest.raises(InvalidArgument) as raised:
         asyncio.run(servicer.ComplianceReport(request, None))
     assert raised.value.field == field
+
+
+def test_export_range_pages_what_does_not_fit_one_message(servicer: AuditServicer, audit_log: AuditLog) -> None:
+    """600 entries of 32 KiB are ~26 MB of export JSON, over the 16 MiB message limit."""
+    from services.audit.entry import NewEntry
+    from services.audit.export import verify_export
+    from services.common.server import MAX_MESSAGE_BYTES
+
+    payload = b'{"log":"' + b"x" * (32 * 1024) + b'"}'
+    for batch in range(6):
+        audit_log.append([NewEntry("DIAGNOSIS", "acme", f"failure/{batch}-{i}", payload) for i in range(100)])
+    seen: list[int] = []
+    start = 0
+    while True:
+        response = asyncio.run(servicer.ExportRange(audit_pb2.ExportRangeRequest(start_index=start, end_index=600),
+                                                    None))
+        assert response.ByteSize() < MAX_MESSAGE_BYTES
+        doc = json.loads(response.export_json)
+        verify_export(doc, audit_log.keys.verifiers())
+        seen += [entry["index"] for entry in doc["entries"]]
+        if not response.next_start_index:
+            break
+        assert response.next_start_index == seen[-1] + 1
+        start = response.next_start_index
+    assert seen == list(range(600)) and start > 0  # all of them, in more than one page
