@@ -93,6 +93,33 @@ def dumps(doc: dict[str, Any]) -> str:
     return json.dumps(doc, sort_keys=True, indent=1, ensure_ascii=False)
 
 
+def dumps_within(doc: dict[str, Any], max_bytes: int) -> tuple[str, int]:
+    """`doc` as JSON of at most `max_bytes` UTF-8 bytes, keeping the longest prefix of its entries.
+
+    Returns the text and how many entries it kept. Every entry carries its own inclusion
+    proof to the same checkpoint, so a prefix verifies on its own.
+    """
+    text = dumps(doc)
+    entries = doc["entries"]
+    if len(text.encode()) <= max_bytes or not entries:
+        return text, len(entries)
+    base = len(dumps({**doc, "entries": []}).encode())
+    used, kept = base, 0
+    for item in entries:
+        one = dumps(item)
+        # Nested two levels deep, each of its lines is indented by two more spaces; ",\n" between items.
+        used += len(one.encode()) + 2 * (one.count("\n") + 1) + 2
+        if used > max_bytes:
+            break
+        kept += 1
+    kept = max(kept, 1)  # one entry (payload <= 64 KiB) always goes: every export makes progress
+    while True:
+        text = dumps({**doc, "entries": entries[:kept]})
+        if len(text.encode()) <= max_bytes or kept == 1:
+            return text, kept
+        kept -= 1
+
+
 _EXPORT_FIELDS = {"format", "checkpoint", "public_keys", "entries", "consistency"}
 _ENTRY_FIELDS = {
     "index", "kind", "tenant_id", "subject", "time_us", "payload_encoding", "payload",
@@ -248,6 +275,9 @@ def advance_monitor(
         if new_root != old_root:
             raise VerificationError(f"log forked: two different roots for size {new_size}")
         return monitor_state(head), f"tree head unchanged at size {new_size}"
+    if old_size == 0:
+        # Nothing can be proved from the empty tree (RFC 9162): like a first head.
+        return monitor_state(head), f"first non-empty tree head: size {new_size}, trusted on its signature"
     consistency = doc.get("consistency")
     if not isinstance(consistency, dict):
         raise VerificationError(f"export carries no consistency proof from size {old_size}")

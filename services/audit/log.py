@@ -34,6 +34,11 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 MAX_EXPORT = 10_000
+# An ExportRange answer must fit the 16 MiB gRPC message limit: 10,000 entries of a
+# few KiB each do not (21 MB measured), so an export stops at this many bytes and
+# says where the next one starts.
+MAX_EXPORT_BYTES = 12 * 1024 * 1024
+MAX_INDEX = 2**63 - 1  # the largest leaf index SQLite can store (request fields are uint64)
 
 
 def now_us() -> int:
@@ -77,6 +82,12 @@ class ConsistencyProof:
     old_size: int
     new_size: int
     hashes: list[bytes]
+
+
+@dataclass(frozen=True)
+class ExportPage:
+    export_json: str
+    next_start_index: int  # 0: the export reached end_index; else ask again from this index
 
 
 @dataclass(frozen=True)
@@ -197,6 +208,8 @@ class AuditLog:
         limit: int = 100,
         start_index: int = 0,
     ) -> list[EntryView]:
+        if not 0 <= start_index <= MAX_INDEX:
+            raise InvalidArgument("start_index", f"must be between 0 and {MAX_INDEX}, got {start_index}")
         kinds = (parse_kind(kind),) if kind else None
         query = EntryQuery(tenant_id or None, subject or None, kinds, start_index=start_index, limit=limit or 100)
         return [self._view(item) for item in self.store.find_entries(query)]
@@ -240,11 +253,23 @@ class AuditLog:
     def export_range(
         self, start_index: int, end_index: int, consistency_from: int | None = None, tenant_id: str | None = None
     ) -> str:
+        """Entries [start, end) with inclusion proofs to a fresh signed tree head, as JSON, whatever its size."""
+        return self.export_page(start_index, end_index, consistency_from, tenant_id, max_bytes=None).export_json
+
+    def export_page(
+        self,
+        start_index: int,
+        end_index: int,
+        consistency_from: int | None = None,
+        tenant_id: str | None = None,
+        max_bytes: int | None = MAX_EXPORT_BYTES,
+    ) -> ExportPage:
         """Entries [start, end) with inclusion proofs to a fresh signed tree head, as JSON.
 
         With `tenant_id`, only that tenant's entries of the range are exported: each entry
         carries its own inclusion proof, so the subset verifies on its own, and a tenant
-        never receives another tenant's payloads.
+        never receives another tenant's payloads. When the JSON would exceed `max_bytes`,
+        the export keeps the entries that fit and `next_start_index` says where to go on.
         """
         if end_index - start_index > MAX_EXPORT:
             raise InvalidArgument(
@@ -262,7 +287,11 @@ class AuditLog:
         consistency = None
         if consistency_from is not None:
             consistency = (consistency_from, self.store.consistency_proof(consistency_from, size))
-        return export.dumps(export.build_export(head, exported, self.keys.verifiers(), consistency))
+        doc = export.build_export(head, exported, self.keys.verifiers(), consistency)
+        if max_bytes is None:
+            return ExportPage(export.dumps(doc), 0)
+        text, kept = export.dumps_within(doc, max_bytes)
+        return ExportPage(text, exported[kept].index if kept < len(exported) else 0)
 
     def compliance_report(
         self, standard: str, period_start: datetime, period_end: datetime, tenant_id: str | None = None

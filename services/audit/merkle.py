@@ -139,7 +139,13 @@ def verify_inclusion(
 def verify_consistency(
     old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
 ) -> bool:
-    """True iff `proof` shows the tree (old_size, old_root) is a prefix of (new_size, new_root)."""
+    """True iff `proof` shows the tree (old_size, old_root) is a prefix of (new_size, new_root).
+
+    As RFC 9162 section 2.1.4.2 and transparency-dev/merkle: equal sizes need an empty
+    proof and equal roots; a proof from the empty tree (old_size 0, new_size > 0) proves
+    nothing and is refused, whatever it holds. A monitor that saw only the empty tree
+    trusts its next head on its signature, as it would a first head.
+    """
     if old_size < 0 or new_size < 0 or old_size > new_size:
         return False
     if any(len(p) != HASH_SIZE for p in proof):
@@ -147,8 +153,7 @@ def verify_consistency(
     if old_size == new_size:
         return not proof and old_root == new_root
     if old_size == 0:
-        # Every tree extends the empty tree; RFC 9162 defines no proof for it.
-        return not proof
+        return False
     if not proof:
         return False
     path = list(proof)

@@ -20,7 +20,7 @@ from services.audit.log import AuditLog, EntryView
 from services.audit.store import AuditStore
 from services.common import auth
 from services.common.config import ServiceConfig
-from services.common.convert import seconds, timestamp
+from services.common.convert import timestamp, timestamp_field
 from services.common.errors import InvalidArgument, NotFound
 from services.common.runtime import Assembly, Runtime
 from services.common.server import ServiceDefinition
@@ -96,14 +96,14 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
                                                f"got {request.end_index}")
         principal = auth.current_principal()
         scope = None if auth.acts_for_any_tenant(principal) else principal.tenant
-        exported = await asyncio.to_thread(self.log.export_range, request.start_index, request.end_index,
-                                           tenant_id=scope)
-        return audit_pb2.ExportRangeResponse(export_json=exported)
+        page = await asyncio.to_thread(self.log.export_page, request.start_index, request.end_index,
+                                       tenant_id=scope)
+        return audit_pb2.ExportRangeResponse(export_json=page.export_json, next_start_index=page.next_start_index)
 
     async def ComplianceReport(self, request, context):  # type: ignore[no-untyped-def]
         tenant = auth.tenant_for(request.tenant_id)
-        start = datetime.fromtimestamp(seconds(request.period_start), UTC)
-        end = datetime.fromtimestamp(seconds(request.period_end), UTC)
+        start = datetime.fromtimestamp(timestamp_field(request.period_start, "period_start"), UTC)
+        end = datetime.fromtimestamp(timestamp_field(request.period_end, "period_end"), UTC)
         report = await asyncio.to_thread(self.log.compliance_report, request.standard, start, end, tenant)
         return audit_pb2.ComplianceReportResponse(report_json=report.to_json(), report_markdown=report.to_markdown())
 

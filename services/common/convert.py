@@ -22,6 +22,26 @@ def seconds(value: Timestamp) -> float:
     return value.seconds + value.nanos / 1e9
 
 
+# google.protobuf.Timestamp's documented range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+MIN_TIMESTAMP_SECONDS = -62_135_596_800
+MAX_TIMESTAMP_SECONDS = 253_402_300_799
+
+
+def timestamp_field(value: Timestamp, field: str) -> float:
+    """Seconds since the epoch from a request's Timestamp, refusing what the type does not allow.
+
+    The wire carries any int64 of seconds; beyond year 9999 Python's datetime (and any
+    stored time a later read turns into a date) fails, which would answer INTERNAL.
+    """
+    if not MIN_TIMESTAMP_SECONDS <= value.seconds <= MAX_TIMESTAMP_SECONDS:
+        raise InvalidArgument(
+            field, f"seconds must be between {MIN_TIMESTAMP_SECONDS} (year 1) and {MAX_TIMESTAMP_SECONDS} "
+                   f"(year 9999), got {value.seconds}")
+    if not 0 <= value.nanos <= 999_999_999:
+        raise InvalidArgument(field, f"nanos must be between 0 and 999999999, got {value.nanos}")
+    return seconds(value)
+
+
 def enum_field(kind: type[E], value: int, field: str, *, allow_unspecified: bool = False) -> E:
     """Domain enum from a proto enum number, refusing unknown and (by default) UNSPECIFIED."""
     try:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
@@ -28,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 from services.common import auth, errors, tracing
 from services.common.config import ServiceConfig, identity_of
 from services.common.contracts import REFLECTED_NAMES, SERVICE_NAMES
+from services.common.identifiers import check_identifier_lengths
 from services.common.status import to_grpc_status
 from services.common.tokens import Principal, TokenVerifier
 from services.common.vocabulary import Role
@@ -87,27 +89,28 @@ class Guard(grpc.aio.ServerInterceptor):
             return handler
         method = method_path.rsplit("/", 1)[-1]
         admit = self._admitter(method, method_path)
+        deserializer = _deferring(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, admit, method_path, self._report),
-                request_deserializer=handler.request_deserializer,
+                _wrap_unary(handler.unary_unary, admit, method_path, self._report, streaming_request=False),
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary, admit, method_path, self._report),
-                request_deserializer=handler.request_deserializer,
+                _wrap_unary(handler.stream_unary, admit, method_path, self._report, streaming_request=True),
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, admit, method_path, self._report),
-                request_deserializer=handler.request_deserializer,
+                _wrap_stream(handler.unary_stream, admit, method_path, self._report, streaming_request=False),
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream(handler.stream_stream, admit, method_path, self._report),
-            request_deserializer=handler.request_deserializer,
+            _wrap_stream(handler.stream_stream, admit, method_path, self._report, streaming_request=True),
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
 
@@ -168,10 +171,61 @@ async def _fail(context: grpc.aio.ServicerContext, error: BaseException, method_
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {reference}); the service log has the cause")
 
 
-def _wrap_unary(behavior, admit, method_path, report):  # type: ignore[no-untyped-def]
+@dataclass(frozen=True)
+class _Undecodable:
+    """A request body that did not parse: grpc.aio would answer UNKNOWN (and log a
+    traceback) before any interceptor runs, so parsing failures are carried to the
+    Guard as this value and refused there, after authentication."""
+
+    message_type: str
+    reason: str
+
+
+def _deferring(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """Wrap a request deserializer so that a body that does not decode becomes _Undecodable."""
+    if deserializer is None:
+        return None
+    message_class = getattr(deserializer, "__self__", None)  # the generated Message.FromString
+    descriptor = getattr(message_class, "DESCRIPTOR", None)
+    message_type = getattr(descriptor, "full_name", "the request message")
+
+    def deserialize(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except Exception as error:  # DecodeError (garbage, invalid UTF-8 in a string field...)
+            reason = str(error) or type(error).__name__
+            if reason.startswith("Error parsing message") and ": " in reason:
+                reason = reason.split(": ", 1)[1]  # upb repeats the type name; keep what went wrong
+            return _Undecodable(message_type, reason)
+
+    return deserialize
+
+
+def _decoded(request: Any, position: int = 0) -> Any:
+    if isinstance(request, _Undecodable):
+        which = f"message {position} of the stream" if position else "the request body"
+        raise errors.InvalidArgument(
+            "request",
+            f"{which} does not decode as {request.message_type}: {request.reason}",
+        )
+    if isinstance(request, Message):
+        check_identifier_lengths(request)
+    return request
+
+
+async def _decoding(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """The client's stream, refusing the first message that did not decode."""
+    position = 0
+    async for request in requests:
+        position += 1
+        yield _decoded(request, position)
+
+
+def _wrap_unary(behavior, admit, method_path, report, *, streaming_request):  # type: ignore[no-untyped-def]
     async def wrapped(request, context):  # type: ignore[no-untyped-def]
         try:
             admit(context)
+            request = _decoding(request) if streaming_request else _decoded(request)
             return await behavior(request, context)
         except grpc.aio.AbortError:
             raise
@@ -184,10 +238,11 @@ def _wrap_unary(behavior, admit, method_path, report):  # type: ignore[no-untype
     return wrapped
 
 
-def _wrap_stream(behavior, admit, method_path, report):  # type: ignore[no-untyped-def]
+def _wrap_stream(behavior, admit, method_path, report, *, streaming_request):  # type: ignore[no-untyped-def]
     async def wrapped(request, context) -> AsyncIterator:  # type: ignore[no-untyped-def]
         try:
             admit(context)
+            request = _decoding(request) if streaming_request else _decoded(request)
             async for response in behavior(request, context):
                 yield response
         except grpc.aio.AbortError:

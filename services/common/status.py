@@ -16,10 +16,26 @@ from services.common import errors
 
 DOMAIN = "healing-guard.dev"
 
+# Messages and every text in the details echo request values; they travel as HTTP/2
+# trailers (grpc-message, grpc-status-details-bin), where an unbounded value overruns
+# the peer's header limits and breaks the connection for other callers too. Each is
+# clipped here, the one place every refusal passes through.
+MAX_TEXT_BYTES = 512
+ELLIPSIS = "\u2026"
+
+
+def clip(text: str, limit: int = MAX_TEXT_BYTES) -> str:
+    """`text` if it fits in `limit` UTF-8 bytes, else its longest prefix that fits with an ellipsis."""
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit:
+        return text
+    room = limit - len(ELLIPSIS.encode())
+    return raw[:room].decode("utf-8", "ignore") + ELLIPSIS
+
 
 def to_grpc_status(error: errors.HealingGuardError) -> grpc.Status:
     code, details = _code_and_details(error)
-    status = status_pb2.Status(code=code, message=error.message)
+    status = status_pb2.Status(code=code, message=clip(error.message))
     for detail in details:
         packed = any_pb2.Any()
         packed.Pack(detail)
@@ -31,24 +47,26 @@ def _code_and_details(error: errors.HealingGuardError) -> tuple[int, list]:
     match error:
         case errors.InvalidArgument():
             violation = error_details_pb2.BadRequest.FieldViolation(
-                field=error.field, description=error.description
+                field=clip(error.field), description=clip(error.description)
             )
             return code_pb2.INVALID_ARGUMENT, [error_details_pb2.BadRequest(field_violations=[violation])]
         case errors.NotFound():
-            info = error_details_pb2.ResourceInfo(resource_type=error.resource_type, resource_name=error.name)
+            info = error_details_pb2.ResourceInfo(resource_type=clip(error.resource_type),
+                                                  resource_name=clip(error.name))
             return code_pb2.NOT_FOUND, [info]
         case errors.AlreadyExists():
-            info = error_details_pb2.ResourceInfo(resource_type=error.resource_type, resource_name=error.name)
+            info = error_details_pb2.ResourceInfo(resource_type=clip(error.resource_type),
+                                                  resource_name=clip(error.name))
             return code_pb2.ALREADY_EXISTS, [info]
         case errors.NotLeader():
             info = error_details_pb2.ErrorInfo(
                 reason="NOT_LEADER",
                 domain=DOMAIN,
-                metadata={"leader_id": error.leader_id, "leader_address": error.leader_address},
+                metadata={"leader_id": clip(error.leader_id), "leader_address": clip(error.leader_address)},
             )
             return code_pb2.FAILED_PRECONDITION, [info]
         case errors.FailedPrecondition():
-            return code_pb2.FAILED_PRECONDITION, [error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN)]
+            return code_pb2.FAILED_PRECONDITION, [error_details_pb2.ErrorInfo(reason=clip(error.reason), domain=DOMAIN)]
         case errors.Unauthenticated():
             return code_pb2.UNAUTHENTICATED, []
         case errors.PermissionDenied():
@@ -61,7 +79,8 @@ def _code_and_details(error: errors.HealingGuardError) -> tuple[int, list]:
                 )
             )
             failure = error_details_pb2.QuotaFailure(
-                violations=[error_details_pb2.QuotaFailure.Violation(subject=error.subject, description=error.message)]
+                violations=[error_details_pb2.QuotaFailure.Violation(subject=clip(error.subject),
+                                                                     description=clip(error.message))]
             )
             return code_pb2.RESOURCE_EXHAUSTED, [retry, failure]
         case errors.Unavailable():

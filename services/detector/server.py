@@ -236,6 +236,8 @@ class DetectorServicer(detector_pb2_grpc.DetectorServicer):
             end = None
         finally:
             await _finish(chunks, end, work)
+            if end is _ABORT:
+                await _settle(work)  # refused mid-stream: that refusal is the answer, the scan stops quietly
         if end is _ABORT or received == 0:
             await _settle(work)
             raise InvalidArgument(

@@ -18,7 +18,7 @@ from services.common import auth
 from services.common.audit_trail import AuditTrail
 from services.common.clients import PeerClients
 from services.common.config import ServiceConfig
-from services.common.convert import enum_field, seconds, timestamp
+from services.common.convert import enum_field, timestamp, timestamp_field
 from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.common.live_config import LiveConfig
 from services.common.runtime import Assembly, Runtime
@@ -178,7 +178,8 @@ class PlannerServicer(planner_pb2_grpc.PlannerServicer):
             raise InvalidArgument("outcome.plan_id", "is required")
         if not outcome.idempotency_key:
             raise InvalidArgument("outcome.idempotency_key", "is required (the action's key in its plan)")
-        at = seconds(outcome.finished_at) if outcome.HasField("finished_at") else time.time()
+        at = (timestamp_field(outcome.finished_at, "outcome.finished_at") if outcome.HasField("finished_at")
+              else time.time())
         counted = await asyncio.to_thread(self.store.record_outcome, tenant, outcome.plan_id,
                                           outcome.idempotency_key, outcome.outcome_id, outcome.success, at)
         plan = self.store.get_plan(tenant, outcome.plan_id)

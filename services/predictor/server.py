@@ -19,7 +19,7 @@ from healing_guard.common.v1 import common_pb2
 from healing_guard.predictor.v1 import predictor_pb2, predictor_pb2_grpc
 from services.common import auth
 from services.common.config import ServiceConfig
-from services.common.convert import enum_field, seconds, timestamp
+from services.common.convert import enum_field, timestamp, timestamp_field
 from services.common.errors import AlreadyExists, InvalidArgument
 from services.common.live_config import LiveConfig
 from services.common.runtime import Assembly, Runtime
@@ -106,7 +106,8 @@ def run_record(tenant: str, run: predictor_pb2.Run, prefix: str = "run") -> RunR
         commit=job.commit_sha,
         branch=job.branch,
         result=result,
-        started_at=seconds(run.started_at) if run.HasField("started_at") else time.time(),
+        started_at=(timestamp_field(run.started_at, f"{prefix}.started_at") if run.HasField("started_at")
+                    else time.time()),
         duration_s=run.duration_seconds,
         queue_s=run.queue_seconds,
         runner=job.runner,
@@ -204,7 +205,7 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
     async def DetectAnomalies(self, request, context):  # type: ignore[no-untyped-def]
         tenant = auth.tenant_for(request.tenant_id)
         until = time.time()
-        since = seconds(request.since) if request.HasField("since") else until - 7 * DAY_S
+        since = timestamp_field(request.since, "since") if request.HasField("since") else until - 7 * DAY_S
         limit = request.limit or 100
         if not 1 <= limit <= 1000:
             raise InvalidArgument("limit", f"must be between 1 and 1000, got {limit}")

@@ -21,7 +21,7 @@ from healing_guard.tenancy.v1 import tenancy_pb2, tenancy_pb2_grpc
 from services.common import auth
 from services.common.audit_trail import AuditTrail
 from services.common.config import ServiceConfig
-from services.common.convert import seconds, timestamp
+from services.common.convert import timestamp, timestamp_field
 from services.common.envelope import Envelope, LocalMasterKey
 from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable
 from services.common.runtime import Assembly, Runtime
@@ -64,7 +64,8 @@ def _quota_message(state: QuotaState) -> tenancy_pb2.Quota:
 
 
 def _period(request: Any) -> tuple[float, float]:
-    return billing.validate_period(seconds(request.period_start), seconds(request.period_end))
+    return billing.validate_period(timestamp_field(request.period_start, "period_start"),
+                                   timestamp_field(request.period_end, "period_end"))
 
 
 class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
@@ -416,7 +417,7 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServicer):
         limit = request.limit or 100
         if not 0 < limit <= 1000:
             raise InvalidArgument("limit", f"must be between 1 and 1000, got {limit}")
-        since = seconds(request.since) if request.HasField("since") else 0.0
+        since = timestamp_field(request.since, "since") if request.HasField("since") else 0.0
         events = self.store.security_events(tenant_id, since, limit)
         return tenancy_pb2.ListSecurityEventsResponse(
             events=[

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from services.audit import merkle, verify
 from services.audit.checkpoint import KeyRing, SigningKey, VerificationError, sign_checkpoint, verify_signed_tree_head
 from services.audit.entry import NewEntry
-from services.audit.export import advance_monitor, verify_export
+from services.audit.export import advance_monitor, monitor_state, verify_export
 from services.audit.log import AuditLog, erasure_record
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 
@@ -240,6 +240,15 @@ def test_monitor_state_rejects_forks_with_a_readable_reason(audit_log: AuditLog)
         advance_monitor(state, doc, keys)
 
 
+def test_a_monitor_that_saw_only_the_empty_log_trusts_the_next_head_on_its_signature(audit_log: AuditLog) -> None:
+    keys = audit_log.keys.verifiers()
+    state = monitor_state(audit_log.signed_tree_head())
+    assert state["tree_size"] == 0
+    _fill(audit_log, 3)
+    state, said = advance_monitor(state, json.loads(audit_log.export_range(0, 1, consistency_from=0)), keys)
+    assert state["tree_size"] == 3 and "first non-empty tree head: size 3" in said
+
+
 def test_heads_signed_before_rotation_still_verify(audit_log: AuditLog) -> None:
     _fill(audit_log, 2)
     old = audit_log.signed_tree_head()
@@ -268,3 +277,12 @@ def test_random_reads_match_what_was_written(audit_log: AuditLog) -> None:
     listed = audit_log.list_entries(tenant_id="a", subject="f/2")
     assert [v.index for v in listed] == [i for i, n in enumerate(written) if n.tenant_id == "a" and n.subject == "f/2"]
     assert datetime.now(UTC)  # the log's own clock is injected; nothing here depends on wall time
+
+
+@pytest.mark.parametrize("start_index", [2**63, 2**64 - 1])
+def test_a_start_index_beyond_what_sqlite_stores_is_refused_naming_the_range(audit_log: AuditLog,
+                                                                            start_index: int) -> None:
+    _fill(audit_log, 2)
+    with pytest.raises(InvalidArgument, match=f"start_index: must be between 0 and {2**63 - 1}, got {start_index}"):
+        audit_log.list_entries("acme", start_index=start_index)
+    assert audit_log.list_entries("acme", start_index=2**63 - 1) == []

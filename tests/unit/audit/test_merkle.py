@@ -79,12 +79,24 @@ def test_reference_inclusion_negative_cases(vector: dict) -> None:
 def test_trivial_consistency_cases() -> None:
     r1 = merkle.root_hash(LEAVES[:1])
     assert merkle.verify_consistency(0, 0, merkle.EMPTY_ROOT, merkle.EMPTY_ROOT, [])
-    assert merkle.verify_consistency(0, 5, merkle.EMPTY_ROOT, ROOTS[4], [])
+    assert not merkle.verify_consistency(0, 5, merkle.EMPTY_ROOT, ROOTS[4], [])  # proves nothing
     assert merkle.verify_consistency(1, 1, r1, r1, [])
     assert not merkle.verify_consistency(1, 1, r1, ROOTS[1], [])
     assert not merkle.verify_consistency(2, 1, ROOTS[1], r1, [])
     assert not merkle.verify_consistency(1, 2, r1, ROOTS[1], [])
     assert not merkle.verify_consistency(1, 1, r1, r1, [merkle.EMPTY_ROOT])
+
+
+EDGE_CASES = json.loads((Path(__file__).parent / "vectors" / "consistency_edge_cases.json").read_text())
+
+
+@pytest.mark.parametrize("case", EDGE_CASES["consistency"],
+                         ids=lambda c: f"{c['old_size']}-{c['new_size']}:{c['desc']}")
+def test_consistency_edge_cases_match_the_reference(case: dict) -> None:
+    """Negative vectors included: a proof from the empty tree, or equal sizes with different roots."""
+    proof = [bytes.fromhex(h) for h in case["proof"]]
+    old_root, new_root = bytes.fromhex(case["old_root"]), bytes.fromhex(case["new_root"])
+    assert merkle.verify_consistency(case["old_size"], case["new_size"], old_root, new_root, proof) is case["valid"]
 
 
 def test_preconditions_name_the_field() -> None:

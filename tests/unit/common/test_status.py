@@ -48,3 +48,43 @@ def test_each_error_kind_has_its_own_code():
     }
     for error, code in cases.items():
         assert _details(to_grpc_status(error)).code == code, error
+
+
+def _texts(decoded: status_pb2.Status) -> list[str]:
+    texts = [decoded.message]
+    for packed in decoded.details:
+        for kind in (error_details_pb2.BadRequest, error_details_pb2.ResourceInfo, error_details_pb2.QuotaFailure,
+                     error_details_pb2.ErrorInfo):
+            detail = kind()
+            if packed.Unpack(detail):
+                texts += [v for _, v in detail.ListFields() if isinstance(v, str)]
+                for violation in getattr(detail, "field_violations", []) or getattr(detail, "violations", []):
+                    texts += [v for _, v in violation.ListFields() if isinstance(v, str)]
+    return texts
+
+
+def test_echoed_request_values_are_clipped_in_the_message_and_every_detail():
+    huge = "A" * 70_000
+    for error in (
+        errors.InvalidArgument("failure_id", f"{huge!r} is not a failure id"),
+        errors.NotFound("diagnosis", huge),
+        errors.AlreadyExists("tenant", huge),
+        errors.QuotaExceeded(huge, f"quota of {huge} spent", retry_after_seconds=1),
+        errors.FailedPrecondition(huge, reason=huge),
+        errors.PermissionDenied(f"tenant_id {huge!r} does not match your token's tenant 'acme'"),
+    ):
+        status = to_grpc_status(error)
+        decoded = _details(status)
+        assert len(status.details.encode()) <= 512
+        for text in _texts(decoded):
+            assert len(text.encode()) <= 512, (type(error).__name__, len(text))
+        assert decoded.message.endswith("\u2026")
+        assert len(status.trailing_metadata[0][1]) < 4096  # far below any peer's header limit
+
+
+def test_clipping_keeps_short_messages_and_never_splits_a_character():
+    from services.common.status import clip
+
+    assert clip("tree_size 90 is beyond the log (size 64)") == "tree_size 90 is beyond the log (size 64)"
+    clipped = clip("é" * 600)
+    assert len(clipped.encode()) <= 512 and clipped.endswith("\u2026") and set(clipped[:-1]) == {"é"}

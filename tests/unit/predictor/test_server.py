@@ -29,6 +29,7 @@ def good_run() -> predictor_pb2.Run:
         (lambda r: setattr(r.job, "attempt", 0), "run.job.attempt"),
         (lambda r: setattr(r, "tests_failed", 3), "run.tests_failed"),
         (lambda r: r.ClearField("job"), "run.job"),
+        (lambda r: setattr(r.started_at, "seconds", 2**62), "run.started_at"),  # stored, then unreadable as a date
     ],
 )
 def test_refusals_name_the_proto_field(change, field: str) -> None:  # type: ignore[no-untyped-def]
