@@ -61,7 +61,7 @@ _DAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*"
 # Shapes that span spaces, replaced before the line is split into tokens.
 _LINE_SHAPES: list[tuple[re.Pattern[str], str]] = [
     # 2017-05-16 05:00:00,123 / 2016/9/27:20:30:31.455 / 2025-03-11T10:09:44Z
-    (re.compile(r"\b\d{4}[-/]\d{1,2}[-/]\d{1,2}(?:[T :]\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d+)?)?"
+    (re.compile(r"(?<![\w/.-])\d{4}[-/]\d{1,2}[-/]\d{1,2}(?:[T :]\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d+)?)?"
                 r"(?:Z|[+-]\d{2}:?\d{2})?(?![\w/])"), "<TIME>"),
     # Fri Jun 17 07:07:00 2005 / Jun 17 07:07:00 / 17 Jun 2005 07:07:00
     (re.compile(rf"\b(?:{_DAY},? )?{_MONTH} +\d{{1,2}},? (?:\d{{4}} )?\d{{1,2}}:\d{{2}}(?::\d{{2}})?(?:[.,]\d+)?"
@@ -100,6 +100,9 @@ _NOT_WORDS: set[str] = set()
 _PLACEHOLDER = re.compile(r"<[A-Z]+>|<\*>")
 _PUNCTUATION = set(_OPEN + _CLOSE + "-=#*@/\\|~^+&$%")
 MIN_DISTINCT = 4
+# A word is only widened to <*> when the template keeps this many words besides it:
+# two one-word messages are two messages, however many of them there are.
+MIN_WORDS_TO_WIDEN = 2
 
 
 def strip_decorations(line: str) -> str:
@@ -271,7 +274,7 @@ class TemplateMiner:
         if WILDCARD in skeleton:
             self._wild_by_length.setdefault(len(skeleton), []).append(tid)
         n = len(skeleton)
-        for position, word in enumerate(skeleton):
+        for position, word in enumerate(skeleton if n >= MIN_WORDS_TO_WIDEN else ()):
             if word == WILDCARD:
                 continue
             key = (n, position, skeleton[:position] + skeleton[position + 1:])
