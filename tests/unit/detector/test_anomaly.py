@@ -62,9 +62,9 @@ def test_novelty_is_measured_against_the_tenants_templates() -> None:
 
 def test_features_of_a_megabyte_log_are_cheap() -> None:
     big = "".join(f"line {i} of a long build log\n" for i in range(40000)).encode()
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: other processes on a loaded machine do not count
     features = extract_features(big, TemplateMiner())
-    assert time.perf_counter() - started < 0.5
+    assert time.process_time() - started < 0.5
     assert features.line_count == 40000 and features.byte_count == len(big)
 
 

@@ -53,12 +53,12 @@ def test_a_megabyte_log_is_classified_from_its_tail_quickly(model: FailureModel)
             "npm ERR! nospc Clear up some disk space and try again.\n##[error]Process completed with exit code 1.\n")
     log = (noise + tail).encode()
     model.predict(log)
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: other processes on a loaded machine do not count
     for _ in range(10):
         cls, _ = model.predict(log)
-    per_call = (time.perf_counter() - started) / 10
+    per_call = (time.process_time() - started) / 10
     assert cls is FailureClass.DISK_FULL
-    assert per_call < 0.05, f"predict took {per_call * 1000:.1f} ms on a 1 MiB log"
+    assert per_call < 0.05, f"predict took {per_call * 1000:.1f} ms CPU on a 1 MiB log"
 
 
 def test_informative_lines_are_bounded_and_keep_error_lines() -> None:
