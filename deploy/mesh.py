@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import secrets
 import shlex
 import signal
@@ -22,7 +23,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,10 @@ SERVICES = ("tenancy", "audit", "predictor", "planner", "detector", "coordinator
 COORDINATOR_REPLICAS = 2
 READY_TIMEOUT_S = 90.0
 DEMO_TENANT = "demo"
+# A port chosen by free_port() is free when chosen, not when the process binds it:
+# another process may take it in between. Each start step retries on fresh ports.
+BIND_ATTEMPTS = 4
+_ADDRESS_IN_USE = re.compile(r"address already in use|could not bind|failed to bind|cannot bind", re.IGNORECASE)
 
 log = logging.getLogger("mesh")
 
@@ -42,11 +47,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class AddressInUse(RuntimeError):
+    """A process exited because its port was taken after we chose it."""
+
+    def __init__(self, name: str, detail: str) -> None:
+        super().__init__(f"{name} could not bind its port (address already in use):\n{detail}")
+        self.name = name
+
+
 @dataclass
 class Process:
     name: str
     pid: int
     log_path: Path
+    log_offset: int = 0
 
 
 @dataclass
@@ -94,19 +108,41 @@ class Mesh:
             self.ports[name] = free_port()
         self._write_secrets()
         try:
-            self._start_etcd()
-            for name in self.replica_names():
-                self._start_service(name)
-            for name in self.replica_names():
-                self.wait_serving(self.service_address(name), name, via_gateway=False)
-            self._start_envoy()
-            for name in SERVICES:
-                self.wait_serving(self.gateway_address, name, via_gateway=True)
+            self._on_fresh_ports(["etcd"], ["etcd", "etcd-peer"], self._start_etcd)
+            self._on_fresh_ports(self.replica_names(), self.replica_names(), self._start_services)
+            self._on_fresh_ports(["envoy"], ["gateway", "envoy-admin"], self._start_gateway)
             self._ensure_tenant(DEMO_TENANT)
             self._write_env_file()
         except BaseException:
             self.down()
             raise
+
+    def _on_fresh_ports(self, processes: list[str], ports: list[str], start: Callable[[], None]) -> None:
+        """Run one start step; if a process of it lost its port to another program, stop
+        the step's processes, choose new ports and try again (at most BIND_ATTEMPTS times)."""
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            try:
+                start()
+                return
+            except AddressInUse as error:
+                if attempt == BIND_ATTEMPTS:
+                    raise
+                log.warning("%s: port taken by another program; retrying on new ports (attempt %d of %d)",
+                            error.name, attempt + 1, BIND_ATTEMPTS)
+                self.stop_processes(processes)
+                for name in ports:
+                    self.ports[name] = free_port()
+
+    def _start_services(self) -> None:
+        for name in self.replica_names():
+            self._start_service(name)
+        for name in self.replica_names():
+            self.wait_serving(self.service_address(name), name, via_gateway=False)
+
+    def _start_gateway(self) -> None:
+        self._start_envoy()
+        for name in SERVICES:
+            self.wait_serving(self.gateway_address, name, via_gateway=True)
 
     def _write_secrets(self) -> None:
         from services.common.tokens import load_signer
@@ -132,6 +168,7 @@ class Mesh:
         """
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "ab") as log_file:
+            log_offset = log_file.tell()
             process = subprocess.Popen(
                 [sys.executable, "-c", _DETACH, *argv] if detach else argv, cwd=ROOT, env={**os.environ, **env},
                 stdout=subprocess.PIPE if detach else log_file, stderr=log_file,
@@ -145,7 +182,7 @@ class Mesh:
             self._popen = getattr(self, "_popen", {})
             self._popen[name] = process
         (self.pid_dir / f"{name}.pid").write_text(str(pid))
-        record = Process(name=name, pid=pid, log_path=log_path)
+        record = Process(name=name, pid=pid, log_path=log_path, log_offset=log_offset)
         self.processes[name] = record
         return record
 
@@ -282,6 +319,8 @@ class Mesh:
         if gone:
             tail = _tail(self.log_dir / f"{name}.log")
             code = process.returncode if process is not None else "?"
+            if record is not None and _ADDRESS_IN_USE.search(_read_from(record.log_path, record.log_offset)):
+                raise AddressInUse(name, tail)
             raise RuntimeError(f"{name} exited with code {code}; last log lines:\n{tail}")
 
     def _write_env_file(self) -> None:
@@ -326,6 +365,26 @@ class Mesh:
             if process is not None:
                 process.poll()
         return stopped
+
+    def stop_processes(self, names: list[str], timeout: float = 15.0) -> None:
+        """Stop these processes of this mesh (SIGTERM, then SIGKILL) and forget their pids."""
+        pids: dict[str, int] = {}
+        for name in names:
+            try:
+                pids[name] = int((self.pid_dir / f"{name}.pid").read_text().strip())
+            except (OSError, ValueError):
+                continue
+            _signal(pids[name], signal.SIGTERM)
+        for pid in pids.values():
+            if not _wait_gone(pid, timeout):
+                _signal(pid, signal.SIGKILL)
+                _wait_gone(pid, 5)
+        for name in names:
+            (self.pid_dir / f"{name}.pid").unlink(missing_ok=True)
+            self.processes.pop(name, None)
+            process = getattr(self, "_popen", {}).pop(name, None)
+            if process is not None:
+                process.poll()
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         pid = int((self.pid_dir / f"{name}.pid").read_text())
@@ -392,6 +451,15 @@ def _wait_gone(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return not _alive(pid)
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            return handle.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _tail(path: Path, lines: int = 30) -> str:
