@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all install gen up down demo test unit integration lint contracts bench clean model real-ci-eval
+.PHONY: all install gen up down status demo test unit integration lint contracts bench clean model real-ci-eval
 
 all: test
 
@@ -27,6 +27,9 @@ up: gen
 
 down:
 	@if [ -x $(PY) ]; then $(PY) -m deploy.mesh down; else echo "nothing was running"; fi
+
+status:
+	@if [ -x $(PY) ]; then $(PY) -m deploy.mesh status; else echo "nothing is running"; fi
 
 demo: up
 	$(PY) -m deploy.heal_examples

@@ -6,6 +6,12 @@ session so a parent shell's exit does not signal it, each with its pid recorded
 so `down` stops exactly what `up` started. Waits, bounded, until every health
 check is SERVING directly and through the gateway, then writes `.run/mesh.env`.
 
+`python -m deploy.mesh up` runs all that inside a supervisor process
+(`deploy.supervisor`) that restarts any mesh process that dies; `down` stops the
+supervisor and the mesh; `status` shows each process's pid, state, restarts, last
+exit and health. `up` on a mesh that is already up and healthy does nothing; on one
+left without its supervisor, or not healthy within a minute, it starts again.
+
 The integration tests use the same `Mesh` class on free ports in a temp folder.
 """
 
@@ -15,6 +21,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import secrets
 import shlex
 import signal
@@ -22,7 +29,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +39,10 @@ SERVICES = ("tenancy", "audit", "predictor", "planner", "detector", "coordinator
 COORDINATOR_REPLICAS = 2
 READY_TIMEOUT_S = 90.0
 DEMO_TENANT = "demo"
+# A port chosen by free_port() is free when chosen, not when the process binds it:
+# another process may take it in between. Each start step retries on fresh ports.
+BIND_ATTEMPTS = 4
+_ADDRESS_IN_USE = re.compile(r"address already in use|could not bind|failed to bind|cannot bind", re.IGNORECASE)
 
 log = logging.getLogger("mesh")
 
@@ -42,11 +53,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class AddressInUse(RuntimeError):
+    """A process exited because its port was taken after we chose it."""
+
+    def __init__(self, name: str, detail: str) -> None:
+        super().__init__(f"{name} could not bind its port (address already in use):\n{detail}")
+        self.name = name
+
+
 @dataclass
 class Process:
     name: str
     pid: int
     log_path: Path
+    log_offset: int = 0
 
 
 @dataclass
@@ -94,19 +114,41 @@ class Mesh:
             self.ports[name] = free_port()
         self._write_secrets()
         try:
-            self._start_etcd()
-            for name in self.replica_names():
-                self._start_service(name)
-            for name in self.replica_names():
-                self.wait_serving(self.service_address(name), name, via_gateway=False)
-            self._start_envoy()
-            for name in SERVICES:
-                self.wait_serving(self.gateway_address, name, via_gateway=True)
+            self._on_fresh_ports(["etcd"], ["etcd", "etcd-peer"], self._start_etcd)
+            self._on_fresh_ports(self.replica_names(), self.replica_names(), self._start_services)
+            self._on_fresh_ports(["envoy"], ["gateway", "envoy-admin"], self._start_gateway)
             self._ensure_tenant(DEMO_TENANT)
             self._write_env_file()
         except BaseException:
             self.down()
             raise
+
+    def _on_fresh_ports(self, processes: list[str], ports: list[str], start: Callable[[], None]) -> None:
+        """Run one start step; if a process of it lost its port to another program, stop
+        the step's processes, choose new ports and try again (at most BIND_ATTEMPTS times)."""
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            try:
+                start()
+                return
+            except AddressInUse as error:
+                if attempt == BIND_ATTEMPTS:
+                    raise
+                log.warning("%s: port taken by another program; retrying on new ports (attempt %d of %d)",
+                            error.name, attempt + 1, BIND_ATTEMPTS)
+                self.stop_processes(processes)
+                for name in ports:
+                    self.ports[name] = free_port()
+
+    def _start_services(self) -> None:
+        for name in self.replica_names():
+            self._start_service(name)
+        for name in self.replica_names():
+            self.wait_serving(self.service_address(name), name, via_gateway=False)
+
+    def _start_gateway(self) -> None:
+        self._start_envoy()
+        for name in SERVICES:
+            self.wait_serving(self.gateway_address, name, via_gateway=True)
 
     def _write_secrets(self) -> None:
         from services.common.tokens import load_signer
@@ -132,6 +174,7 @@ class Mesh:
         """
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "ab") as log_file:
+            log_offset = log_file.tell()
             process = subprocess.Popen(
                 [sys.executable, "-c", _DETACH, *argv] if detach else argv, cwd=ROOT, env={**os.environ, **env},
                 stdout=subprocess.PIPE if detach else log_file, stderr=log_file,
@@ -145,11 +188,15 @@ class Mesh:
             self._popen = getattr(self, "_popen", {})
             self._popen[name] = process
         (self.pid_dir / f"{name}.pid").write_text(str(pid))
-        record = Process(name=name, pid=pid, log_path=log_path)
+        record = Process(name=name, pid=pid, log_path=log_path, log_offset=log_offset)
         self.processes[name] = record
         return record
 
     def _start_etcd(self) -> None:
+        self.spawn_etcd()
+        self._wait_etcd()
+
+    def spawn_etcd(self) -> None:
         client, peer = self.ports["etcd"], self.ports["etcd-peer"]
         self._spawn("etcd", [
             str(VENV_BIN / "etcd"), "--name", "hg1", "--data-dir", str(self.run_dir / "etcd"),
@@ -160,7 +207,6 @@ class Mesh:
             "--initial-cluster", f"hg1=http://127.0.0.1:{peer}",
             "--log-level", "warn",
         ], {})
-        self._wait_etcd()
 
     def _wait_etcd(self) -> None:
         deadline = time.monotonic() + 30
@@ -196,6 +242,16 @@ class Mesh:
                 env[f"HG_{other.upper()}_ADDRESS"] = self.service_address(other)
         env.update(self.extra_env)
         return env
+
+    def respawn(self, name: str) -> Process:
+        """Start one process of this mesh again, on its ports, without waiting for it (the supervisor)."""
+        if name == "etcd":
+            self.spawn_etcd()
+        elif name == "envoy":
+            self._start_envoy()
+        else:
+            self._start_service(name)
+        return self.processes[name]
 
     def _start_service(self, name: str) -> None:
         service = name.split("-")[0]
@@ -254,6 +310,42 @@ class Mesh:
             f"{service} not SERVING {where} within {timeout:.0f} s (last: {last}); logs in {self.log_dir}"
         )
 
+    def health(self, name: str, timeout: float = 2.0) -> str:
+        """One health probe of one process, as a word: SERVING, NOT_SERVING, or why there is no answer."""
+        if name == "etcd":
+            result = subprocess.run(
+                [str(VENV_BIN / "etcdctl"), f"--endpoints=127.0.0.1:{self.ports['etcd']}",
+                 f"--command-timeout={timeout:g}s", "endpoint", "health"],
+                capture_output=True, timeout=timeout + 5,
+            )
+            return "SERVING" if result.returncode == 0 else "NOT_SERVING"
+        if name == "envoy":
+            import urllib.error
+            import urllib.request
+
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['envoy-admin']}/ready",
+                                            timeout=timeout) as reply:
+                    return "SERVING" if reply.status == 200 else "NOT_SERVING"
+            except (OSError, urllib.error.URLError) as error:
+                return f"UNAVAILABLE ({error})"
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        from deploy.pki.make_pki import PkiPaths
+
+        pki = PkiPaths(self.pki_dir)  # no make_pki: a status probe must not write the PKI
+        credentials = grpc.ssl_channel_credentials(
+            pki.ca.read_bytes(), pki.key("operator").read_bytes(), pki.cert("operator").read_bytes()
+        )
+        options = [("grpc.ssl_target_name_override", f"{name.split('-')[0]}.healing-guard.local")]
+        with grpc.secure_channel(self.service_address(name), credentials, options=options) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+            except grpc.RpcError as error:
+                return error.code().name
+            return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
     def _ensure_tenant(self, tenant_id: str) -> None:
         """The operator token printed by `make up` acts for this tenant: make sure it exists."""
         import grpc
@@ -282,6 +374,8 @@ class Mesh:
         if gone:
             tail = _tail(self.log_dir / f"{name}.log")
             code = process.returncode if process is not None else "?"
+            if record is not None and _ADDRESS_IN_USE.search(_read_from(record.log_path, record.log_offset)):
+                raise AddressInUse(name, tail)
             raise RuntimeError(f"{name} exited with code {code}; last log lines:\n{tail}")
 
     def _write_env_file(self) -> None:
@@ -326,6 +420,26 @@ class Mesh:
             if process is not None:
                 process.poll()
         return stopped
+
+    def stop_processes(self, names: list[str], timeout: float = 15.0) -> None:
+        """Stop these processes of this mesh (SIGTERM, then SIGKILL) and forget their pids."""
+        pids: dict[str, int] = {}
+        for name in names:
+            try:
+                pids[name] = int((self.pid_dir / f"{name}.pid").read_text().strip())
+            except (OSError, ValueError):
+                continue
+            _signal(pids[name], signal.SIGTERM)
+        for pid in pids.values():
+            if not _wait_gone(pid, timeout):
+                _signal(pid, signal.SIGKILL)
+                _wait_gone(pid, 5)
+        for name in names:
+            (self.pid_dir / f"{name}.pid").unlink(missing_ok=True)
+            self.processes.pop(name, None)
+            process = getattr(self, "_popen", {}).pop(name, None)
+            if process is not None:
+                process.poll()
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         pid = int((self.pid_dir / f"{name}.pid").read_text())
@@ -378,11 +492,21 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    except PermissionError:
+        return True
     try:  # a zombie of ours counts as gone
         finished, _ = os.waitpid(pid, os.WNOHANG)
         return finished == 0
     except ChildProcessError:
-        return True
+        return not is_zombie(pid)  # nor does someone else's zombie (an init that does not reap)
+
+
+def is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc (not Linux) or already gone
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
@@ -392,6 +516,15 @@ def _wait_gone(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return not _alive(pid)
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            return handle.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -418,39 +551,169 @@ Logs: {mesh.log_dir}    Stop: make down
 """)  # noqa: E501 -- the commands are for copy and paste, so each stays on one line
 
 
+SUPERVISED_READY_TIMEOUT_S = 3 * READY_TIMEOUT_S
+RECOVERY_WAIT_S = 60.0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.mesh", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--run-dir", type=Path, default=ROOT / ".run")
     parser.add_argument("--pki-dir", type=Path, default=ROOT / "deploy" / "pki" / "out")
+    parser.add_argument("--json", action="store_true", help="status: one JSON document")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     mesh = Mesh(run_dir=args.run_dir.resolve(), pki_dir=args.pki_dir.resolve())
     if args.command == "down":
-        stopped = mesh.down()
+        stopped = stop_supervised(mesh)
         print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
         return 0
     if args.command == "status":
-        for pid_file in sorted(mesh.pid_dir.glob("*.pid")):
-            pid = int(pid_file.read_text())
-            print(f"{pid_file.stem:16} pid {pid:7}  {'running' if _alive(pid) else 'gone'}")
-        return 0
-    recorded = sorted(mesh.pid_dir.glob("*.pid")) if mesh.pid_dir.exists() else []
-    if recorded:
-        alive = [p.stem for p in recorded if _alive(int(p.read_text() or 0))]
-        if len(alive) == len(recorded) and (mesh.run_dir / "mesh.env").exists():
-            print(f"the mesh is already up ({len(alive)} processes); connection details in {mesh.run_dir / 'mesh.env'}")
+        rows = status_rows(mesh)
+        if args.json:
+            print(json.dumps(rows, indent=1))
+        else:
+            print(render_status(rows))
+        return 0 if rows and all(r["state"] == "running" and r["health"] == "SERVING" for r in rows) else 1
+    return up_supervised(mesh)
+
+
+def up_supervised(mesh: Mesh) -> int:
+    """`make up`: reuse a healthy supervised mesh, clear away a stale one, else start the supervisor."""
+    from deploy.supervisor import supervisor_alive
+
+    if supervisor_alive(mesh.run_dir):
+        unhealthy = _wait_healthy(mesh, RECOVERY_WAIT_S)
+        if not unhealthy:
+            rows = status_rows(mesh)
+            restarted = [r["name"] for r in rows if r["restarts"]]
+            note = f"; restarted by the supervisor: {', '.join(restarted)}" if restarted else ""
+            print(f"the mesh is already up ({len(rows)} processes, all SERVING{note}); "
+                  f"connection details in {mesh.run_dir / 'mesh.env'}")
             return 0
-        print(f"a previous mesh is partly gone ({', '.join(sorted(set(p.stem for p in recorded) - set(alive)))}); "
-              "stopping what is left and starting again", file=sys.stderr)
-        mesh.down()
-    try:
-        mesh.up()
-    except (TimeoutError, RuntimeError) as error:
+        print(f"the supervised mesh is not healthy ({'; '.join(unhealthy)}); stopping it and starting again",
+              file=sys.stderr)
+        stop_supervised(mesh)
+    else:
+        recorded = sorted(mesh.pid_dir.glob("*.pid")) if mesh.pid_dir.exists() else []
+        if recorded:
+            alive = {p.stem for p in recorded if _alive(int(p.read_text().strip() or 0))}
+            gone = sorted({p.stem for p in recorded} - alive)
+            print(f"a previous mesh has no supervisor (gone: {', '.join(gone) or 'none'}; "
+                  f"still running: {', '.join(sorted(alive)) or 'none'}); stopping what is left and starting again",
+                  file=sys.stderr)
+            mesh.down()
+    error = start_supervisor(mesh)
+    if error:
         print(f"mesh did not come up: {error}", file=sys.stderr)
         return 1
     print_instructions(mesh)
     return 0
+
+
+def start_supervisor(mesh: Mesh, timeout: float = SUPERVISED_READY_TIMEOUT_S) -> str | None:
+    """Start the supervisor (it brings the mesh up) and wait, bounded, until it says up or failed."""
+    from deploy.supervisor import read_state
+
+    mesh.log_dir.mkdir(parents=True, exist_ok=True)
+    (mesh.run_dir / "supervisor.json").unlink(missing_ok=True)
+    with open(mesh.log_dir / "supervisor.log", "ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "deploy.supervisor", "--run-dir", str(mesh.run_dir),
+             "--pki-dir", str(mesh.pki_dir)],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **mesh.extra_env},
+            stdout=log_file, stderr=log_file, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = read_state(mesh.run_dir)
+        if state and state["phase"] == "up":
+            mesh.ports.update(state["ports"])
+            return None
+        if state and state["phase"] == "failed":
+            process.wait(timeout=30)
+            return str(state["error"])
+        if process.poll() is not None:
+            return (f"the supervisor exited with code {process.returncode}; last log lines:\n"
+                    f"{_tail(mesh.log_dir / 'supervisor.log')}")
+        time.sleep(0.2)
+    stop_supervised(mesh)
+    return f"not up within {timeout:.0f} s; logs in {mesh.log_dir}"
+
+
+def stop_supervised(mesh: Mesh, timeout: float = 60.0) -> list[str]:
+    """`make down`: stop the supervisor (it stops the mesh), then anything left by recorded pid."""
+    from deploy.supervisor import supervisor_alive
+
+    names = [p.stem for p in sorted(mesh.pid_dir.glob("*.pid")) if _alive(int(p.read_text().strip() or 0))] \
+        if mesh.pid_dir.exists() else []
+    stopped: list[str] = []
+    pid = supervisor_alive(mesh.run_dir)
+    if pid is not None:
+        _signal(pid, signal.SIGTERM)
+        if not _wait_gone(pid, timeout):
+            _signal(pid, signal.SIGKILL)
+            _wait_gone(pid, 5)
+        (mesh.run_dir / "supervisor.pid").unlink(missing_ok=True)
+        stopped = ["supervisor", *names]
+    left = mesh.down()
+    return stopped + [name for name in left if name not in stopped]
+
+
+def status_rows(mesh: Mesh) -> list[dict[str, object]]:
+    """Each mesh process: pid, state, restarts, last exit (from the supervisor), and a live health probe."""
+    from deploy.supervisor import read_state, supervisor_alive
+
+    state = read_state(mesh.run_dir)
+    supervised = supervisor_alive(mesh.run_dir) is not None
+    if state:
+        mesh.ports.update(state["ports"])
+    known: dict[str, dict[str, object]] = dict(state["processes"]) if state and supervised else {}
+    for pid_file in sorted(mesh.pid_dir.glob("*.pid")) if mesh.pid_dir.exists() else []:
+        if pid_file.stem not in known:
+            pid = int(pid_file.read_text().strip() or 0)
+            known[pid_file.stem] = {"name": pid_file.stem, "pid": pid, "restarts": 0, "last_exit": None,
+                                    "state": "running" if _alive(pid) else "stopped"}
+    rows = []
+    for name, row in sorted(known.items()):
+        recorded_state = str(row["state"])
+        running = recorded_state == "running" and _alive(int(str(row["pid"])))
+        health = "-"
+        if running:
+            try:
+                health = mesh.health(name)
+            except (OSError, subprocess.SubprocessError) as error:
+                health = f"no answer ({error})"
+        # A process that died since the supervisor last looked (within POLL_S) shows as stopped.
+        current = "stopped" if recorded_state == "running" and not running else recorded_state
+        rows.append({**row, "name": name, "state": current, "health": health, "supervised": supervised})
+    return rows
+
+
+def render_status(rows: list[dict[str, object]]) -> str:
+    if not rows:
+        return "nothing is running (make up starts the mesh)"
+    supervised = bool(rows[0]["supervised"])
+    lines = [f"{'process':15} {'pid':>7}  {'state':10} {'restarts':>8}  {'health':12} last exit",
+             *(f"{r['name']!s:15} {r['pid']!s:>7}  {r['state']!s:10} {r['restarts']!s:>8}  {r['health']!s:12} "
+               f"{r['last_exit'] or '-'}" for r in rows)]
+    if not supervised:
+        lines.append("no supervisor is running: nothing restarts these processes (make up starts one)")
+    return "\n".join(lines)
+
+
+def _wait_healthy(mesh: Mesh, timeout: float) -> list[str]:
+    """Wait, bounded, until every supervised process is running and SERVING; what is still not, if anything."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = status_rows(mesh)
+        unhealthy = [f"{r['name']} {r['state']}, health {r['health']}" for r in rows
+                     if r["state"] != "running" or r["health"] != "SERVING"]
+        if rows and not unhealthy:
+            return []
+        if time.monotonic() > deadline:
+            return unhealthy or ["no processes recorded"]
+        time.sleep(1.0)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,11 @@ turns it into a binary quadratic model (BQM) and solves it three ways:
 and `solve_portfolio` runs exact within the budget, annealing where exact does not
 finish, answers with the better, and says how far it is from the optimum or bound.
 
+Time budgets make the answer depend on the machine's speed. Where it must not (tests,
+reproducible benchmarks), a work limit replaces the clock: `node_limit` stops the exact
+solver after that many branch-and-bound nodes, `max_rounds` stops annealing after that
+many rounds of fixed size.
+
 Energy convention of `build_bqm` (lower is better), for x in {0,1}^n:
 
     E(x) = -objective(x)
@@ -31,6 +36,7 @@ samples over- or under-use the resources; repair enforces them exactly.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -217,8 +223,11 @@ def _empty(problem: BatchProblem, solver: str, started: float) -> BatchSolution:
 # -- exact: the same objective as a MILP ---------------------------------------------
 
 
-def _exact(model: CompiledBatch, time_limit_s: float) -> _Outcome:
+def _exact(model: CompiledBatch, time_limit_s: float | None, node_limit: int | None = None) -> _Outcome:
     """Linearise the quadratic objective exactly and hand it to HiGHS.
+
+    HiGHS stops at `time_limit_s` (None: no clock) or after `node_limit`
+    branch-and-bound nodes (None: no limit), whichever comes first.
 
     Pool congestion costs c per pair among the k chosen actions of a pool, c k(k-1)/2,
     a convex function of the integer k: it is the maximum of its chords
@@ -299,18 +308,24 @@ def _exact(model: CompiledBatch, time_limit_s: float) -> _Outcome:
     integrality = np.concatenate([np.ones(n), np.zeros(n_pools + n_shared)])
     lower_b = np.zeros(n_cols)
     upper_b = np.concatenate([np.ones(n), np.full(n_pools, np.inf), np.ones(n_shared)])
+    options: dict[str, Any] = {"mip_rel_gap": MIP_REL_GAP, "disp": False}
+    if time_limit_s is not None:
+        options["time_limit"] = max(time_limit_s, 0.01)
+    if node_limit is not None:
+        options["node_limit"] = node_limit
     result = milp(
         c,
         integrality=integrality,
         bounds=Bounds(lower_b, upper_b),
         constraints=LinearConstraint(a, -np.inf, ub),
-        options={"time_limit": max(time_limit_s, 0.01), "mip_rel_gap": MIP_REL_GAP, "disp": False},
+        options=options,
     )
     bound = getattr(result, "mip_dual_bound", None)
     bound_value = None if bound is None or not np.isfinite(bound) else -float(bound)
     if result.x is None:
+        within = f"{time_limit_s:.2f} s" if time_limit_s is not None else f"{node_limit} nodes"
         return _Outcome(np.zeros(n, dtype=np.int8), bound_value, False,
-                        f"exact solver found no solution within {time_limit_s:.2f} s ({result.message})")
+                        f"exact solver found no solution within {within} ({result.message})")
     x = (result.x[:n] > 0.5).astype(np.int8)
     optimal = result.status == 0
     note = None if optimal else f"exact solver stopped: {result.message}"
@@ -352,16 +367,20 @@ def _redundancy_cliques(model: CompiledBatch, loss: np.ndarray) -> list[tuple[np
     return cliques
 
 
-def solve_exact(problem: BatchProblem, time_budget_s: float = 10.0) -> BatchSolution:
-    """The MILP alone; reports the best bound proved if it runs out of time."""
+def solve_exact(problem: BatchProblem, time_budget_s: float = 10.0, *, node_limit: int | None = None) -> BatchSolution:
+    """The MILP alone; reports the best bound proved if it runs out of time.
+
+    With `node_limit` the solver stops after that many branch-and-bound nodes and the
+    clock does not limit it, so the answer is the same on every machine.
+    """
     started = time.perf_counter()
     validate(problem)
     model = compile_problem(problem)
     if model.n_vars == 0:
         return _empty(problem, "exact", started)
     base = greedy(model).objective()
-    remaining = time_budget_s - (time.perf_counter() - started)
-    out = _exact(model, remaining)
+    remaining = None if node_limit is not None else time_budget_s - (time.perf_counter() - started)
+    out = _exact(model, remaining, node_limit)
     notes = [out.note] if out.note else []
     return _finish(model, out.x, "exact", base, out.bound, started, notes)
 
@@ -402,8 +421,12 @@ def _anneal(
     starts: list[tuple[np.ndarray, str]],
     notes: list[str],
     stop: Callable[[], bool] = lambda: False,
+    max_rounds: int | None = None,
 ) -> Selection:
-    """Rounds of sampling until the deadline or `stop()`; every sample repaired and polished by local search.
+    """Rounds of sampling until the deadline, `stop()` or `max_rounds`; each sample repaired, then local search.
+
+    With an infinite deadline every round has the same size, so the result depends on
+    the seed and `max_rounds` only.
 
     Even rounds anneal from random states at the current prices and move the prices
     toward the capacity edge by how the raw samples used the resources; odd rounds
@@ -430,7 +453,7 @@ def _anneal(
     def out_of_time() -> bool:
         return time.perf_counter() > deadline or stop()
 
-    while not out_of_time():
+    while not out_of_time() and (max_rounds is None or rounds < max_rounds):
         reheat = rounds % 2 == 1 and best is not None
         bqm = _bqm_from_model(model, lam * scale, mu * scale, penalties)
         extra: dict[str, Any] = {}
@@ -468,18 +491,25 @@ def _anneal(
                 scale *= PRICE_STEP
             elif use < 0.95:
                 scale /= PRICE_STEP
-        # Keep each round to about a quarter of what is left, so several rounds fit.
-        per_sweep = spent / max(num_sweeps * num_reads, 1)
-        left = deadline - time.perf_counter()
-        num_sweeps = int(np.clip(left / 4 / max(per_sweep, 1e-9) / num_reads, 50, 1000))
+        if math.isfinite(deadline):
+            # Keep each round to about a quarter of what is left, so several rounds fit.
+            per_sweep = spent / max(num_sweeps * num_reads, 1)
+            left = deadline - time.perf_counter()
+            num_sweeps = int(np.clip(left / 4 / max(per_sweep, 1e-9) / num_reads, 50, 1000))
     notes.append(f"annealing: {rounds} rounds, last price scale {scale:.2f}, best: {origin}")
     if best is None:
         best = repair(model, np.zeros(model.n_vars, dtype=np.int8))
     return best
 
 
-def solve_annealing(problem: BatchProblem, time_budget_s: float = 1.0, seed: int = 0) -> BatchSolution:
-    """Simulated annealing on the BQM with repair and local search, within the budget."""
+def solve_annealing(
+    problem: BatchProblem, time_budget_s: float = 1.0, seed: int = 0, *, max_rounds: int | None = None
+) -> BatchSolution:
+    """Simulated annealing on the BQM with repair and local search, within the budget.
+
+    With `max_rounds` it runs that many rounds of fixed size and the clock does not
+    limit it, so the answer is the same on every machine.
+    """
     started = time.perf_counter()
     validate(problem)
     model = compile_problem(problem)
@@ -487,8 +517,8 @@ def solve_annealing(problem: BatchProblem, time_budget_s: float = 1.0, seed: int
         return _empty(problem, "annealing", started)
     base = greedy(model).objective()
     notes: list[str] = []
-    deadline = started + time_budget_s
-    sel = _anneal(model, deadline, seed, [], notes)
+    deadline = math.inf if max_rounds is not None else started + time_budget_s
+    sel = _anneal(model, deadline, seed, [], notes, max_rounds=max_rounds)
     return _finish(model, sel.x, "annealing", base, None, started, notes)
 
 
@@ -509,13 +539,19 @@ def solve_greedy(problem: BatchProblem) -> BatchSolution:
 EXACT_SHARE = 0.9
 
 
-def solve_portfolio(problem: BatchProblem, time_budget_s: float = 1.0, seed: int = 0) -> BatchSolution:
+def solve_portfolio(
+    problem: BatchProblem, time_budget_s: float = 1.0, seed: int = 0, *, node_limit: int | None = None
+) -> BatchSolution:
     """Exact and annealing side by side within the budget; the better answer wins.
 
     The exact solver's answer counts if it arrives before the deadline; if it proves
     optimality first, annealing stops early. Its best bound gives the reported gap.
     HiGHS cannot be interrupted inside presolve, so on very large batches it may
     finish (by its own time limit) shortly after this function has answered.
+
+    With `node_limit` the exact solver stops after that many nodes instead of at the
+    deadline, and the portfolio waits for it: the bound and the exact answer are then
+    the same on every machine, and annealing can only improve on them.
     """
     started = time.perf_counter()
     validate(problem)
@@ -531,7 +567,8 @@ def solve_portfolio(problem: BatchProblem, time_budget_s: float = 1.0, seed: int
 
     def run_exact() -> None:
         try:
-            exact_result.append(_exact(model, (deadline - time.perf_counter()) * EXACT_SHARE))
+            limit = None if node_limit is not None else (deadline - time.perf_counter()) * EXACT_SHARE
+            exact_result.append(_exact(model, limit, node_limit))
         except Exception:  # a solver failure must not lose the annealer's answer
             log.exception("exact solver failed on a batch of %d failures", len(problem.items))
         finally:
@@ -547,7 +584,7 @@ def solve_portfolio(problem: BatchProblem, time_budget_s: float = 1.0, seed: int
         notes,
         stop=lambda: exact_done.is_set() and bool(exact_result) and exact_result[0].optimal,
     )
-    exact_done.wait(timeout=max(0.0, deadline - time.perf_counter()))
+    exact_done.wait(timeout=None if node_limit is not None else max(0.0, deadline - time.perf_counter()))
     if not exact_result:
         notes.append("exact solver had no answer within the budget; answered with annealing")
         return _finish(model, sel.x, "annealing", base, None, started, notes)

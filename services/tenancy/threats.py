@@ -15,6 +15,13 @@ fires once per key per window, so one burst is one security event, not hundreds.
 Lockouts and revocations only ever target a *verified* token's subject: a failed
 authentication names a tenant nobody proved, and locking that tenant out on its
 word would let anyone lock anyone out.
+
+The response fits the evidence. Revocation is for strong signals (calls beyond the
+token's roles, configurable for any rule); a request naming another tenant is most
+often a typo in a shared operator's script, so by default it answers with an alert
+and a lockout that starts short (`first_lockout_seconds`, 5 s) and doubles with each
+repetition by the same subject, up to `lockout_seconds` (300 s); a subject quiet for
+`repeat_memory_seconds` (an hour) starts again from the short one.
 """
 
 from __future__ import annotations
@@ -52,12 +59,19 @@ class Rule:
 @dataclass(frozen=True)
 class ThreatPolicy:
     rules: Mapping[ThreatKind, Rule] = field(default_factory=lambda: dict(DEFAULT_RULES))
-    lockout_seconds: float = 300.0
+    lockout_seconds: float = 300.0  # the longest lockout, reached by repetition
+    first_lockout_seconds: float = 5.0  # a subject's first lockout; each repetition doubles it
+    repeat_memory_seconds: float = 3600.0  # how long a lockout counts as a repetition for the next
+
+    def lockout_for(self, repetition: int) -> float:
+        """Length of a subject's lockout number `repetition` (1-based) within the memory."""
+        return min(self.first_lockout_seconds * 2.0 ** (repetition - 1), self.lockout_seconds)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> ThreatPolicy:
-        """{"lockout_seconds": 300, "rules": {"privilege_probe": {"threshold": 5,
-        "window_seconds": 60, "responses": ["alert", "revocation"]}}}; missing parts keep defaults."""
+        """{"lockout_seconds": 300, "first_lockout_seconds": 5, "repeat_memory_seconds": 3600,
+        "rules": {"privilege_probe": {"threshold": 5, "window_seconds": 60,
+        "responses": ["alert", "revocation"]}}}; missing parts keep defaults."""
         if not data:
             return cls()
         if not isinstance(data, Mapping):
@@ -96,13 +110,25 @@ class ThreatPolicy:
             raise InvalidArgument(
                 "threat_policy.lockout_seconds", f"must be between 1 and 86400, got {lockout}"
             )
-        return cls(rules, lockout)
+        first = float(data.get("first_lockout_seconds", min(5.0, lockout)))
+        if not 1 <= first <= lockout:
+            raise InvalidArgument(
+                "threat_policy.first_lockout_seconds",
+                f"must be between 1 and lockout_seconds ({lockout:g}), got {first:g}",
+            )
+        memory = float(data.get("repeat_memory_seconds", 3600.0))
+        if not 1 <= memory <= 7 * 86_400:
+            raise InvalidArgument(
+                "threat_policy.repeat_memory_seconds", f"must be between 1 and 604800, got {memory:g}"
+            )
+        return cls(rules, lockout, first, memory)
 
 
 DEFAULT_RULES: dict[ThreatKind, Rule] = {
     ThreatKind.AUTH_FAILURE_BURST: Rule(20, 60.0, (Response.ALERT,)),
     ThreatKind.REVOKED_TOKEN_USE: Rule(1, 60.0, (Response.ALERT,)),
-    ThreatKind.CROSS_TENANT_PROBE: Rule(3, 60.0, (Response.ALERT, Response.REVOCATION, Response.LOCKOUT)),
+    # Likely a typo in a shared identity's script: alert and a short, growing lockout, no revocation.
+    ThreatKind.CROSS_TENANT_PROBE: Rule(3, 60.0, (Response.ALERT, Response.LOCKOUT)),
     ThreatKind.PRIVILEGE_PROBE: Rule(5, 60.0, (Response.ALERT, Response.REVOCATION)),
 }
 
@@ -155,11 +181,12 @@ class ThreatDetector:
         self.policy = policy or ThreatPolicy()
         self._seen: dict[tuple[ThreatKind, str], deque[float]] = defaultdict(deque)
         self._fired_until: dict[tuple[ThreatKind, str], float] = {}
+        self._lockouts: dict[tuple[str, str], tuple[int, float]] = {}  # (tenant, subject) -> (count, last at)
         self._observed = 0
 
     def tracked_keys(self) -> int:
         """How many (rule, key) counters are held (bounded: quiet keys are forgotten)."""
-        return len(self._seen.keys() | self._fired_until.keys())
+        return len(self._seen.keys() | self._fired_until.keys()) + len(self._lockouts)
 
     def _forget_quiet(self, now: float) -> None:
         """Drop counters whose window has passed (keys come from callers: sources, claims)."""
@@ -170,6 +197,9 @@ class ThreatDetector:
         for name, until in list(self._fired_until.items()):
             if until <= now:
                 del self._fired_until[name]
+        for who, (_, last) in list(self._lockouts.items()):
+            if last <= now - self.policy.repeat_memory_seconds:
+                del self._lockouts[who]
 
     def observe(self, refusal: Refusal) -> Detection | None:
         found = classify(refusal)
@@ -190,7 +220,11 @@ class ThreatDetector:
         self._fired_until[(kind, key)] = now + rule.window_seconds
         count = len(times)
         times.clear()
-        return self._detection(kind, refusal, rule, count)
+        detection = self._detection(kind, refusal, rule, count)
+        if detection.lockout_until:
+            # The next burst after the lockout is a repetition: it may fire (and lock out longer) at once.
+            self._fired_until[(kind, key)] = detection.lockout_until
+        return detection
 
     def _detection(self, kind: ThreatKind, refusal: Refusal, rule: Rule, count: int) -> Detection:
         responses = rule.responses
@@ -220,5 +254,15 @@ class ThreatDetector:
             refusal.at,
         )
         if Response.LOCKOUT in responses:
-            detection = replace(detection, lockout_until=refusal.at + self.policy.lockout_seconds)
+            who = (refusal.tenant, refusal.subject)
+            previous, last = self._lockouts.get(who, (0, float("-inf")))
+            repetition = previous + 1 if refusal.at - last < self.policy.repeat_memory_seconds else 1
+            self._lockouts[who] = (repetition, refusal.at)
+            seconds = self.policy.lockout_for(repetition)
+            detection = replace(
+                detection,
+                lockout_until=refusal.at + seconds,
+                detail=f"{detail}; locked out for {seconds:g} s (lockout {repetition} of this subject "
+                f"within {self.policy.repeat_memory_seconds:g} s)",
+            )
         return detection

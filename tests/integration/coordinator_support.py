@@ -25,6 +25,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class AddressInUse(RuntimeError):
+    pass
+
+
 class EtcdServer:
     """One etcd member on loopback; `stop`/`start` keep the data (a restart)."""
 
@@ -33,13 +37,30 @@ class EtcdServer:
         self.client_port = free_port()
         self.peer_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self.started_once = False
 
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.client_port}"
 
-    def start(self, timeout: float = 20.0) -> EtcdServer:
+    def start(self, timeout: float = 20.0, attempts: int = 4) -> EtcdServer:
+        """Start etcd; on its first start, a port taken since free_port() chose it means
+        new ports and another try (a restart keeps its ports: clients know them)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_once(timeout)
+                self.started_once = True
+                return self
+            except AddressInUse:
+                if self.started_once or attempt == attempts:
+                    raise
+                self.client_port, self.peer_port = free_port(), free_port()
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        log_path = self.folder / "etcd.log"
+        offset = log_path.stat().st_size if log_path.exists() else 0
         url, peer = f"http://{self.endpoint}", f"http://127.0.0.1:{self.peer_port}"
         with open(self.folder / "etcd.log", "ab") as log:
             self.process = subprocess.Popen(
@@ -51,11 +72,15 @@ class EtcdServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                with open(log_path, "rb") as log_file:
+                    log_file.seek(offset)
+                    if b"address already in use" in log_file.read():
+                        raise AddressInUse(f"etcd could not bind {self.endpoint} or its peer port")
                 raise RuntimeError(f"etcd exited with {self.process.returncode}; see {self.folder / 'etcd.log'}")
             result = subprocess.run([str(VENV_BIN / "etcdctl"), f"--endpoints={self.endpoint}",
                                      "--command-timeout=2s", "endpoint", "health"], capture_output=True)
             if result.returncode == 0:
-                return self
+                return
             time.sleep(0.1)
         raise TimeoutError(f"etcd not healthy within {timeout:.0f} s; see {self.folder / 'etcd.log'}")
 

@@ -354,7 +354,7 @@ def test_a_revoked_token_is_refused_everywhere(channels, admin, victim, where: s
 def test_tenant_a_cannot_read_tenant_b_by_id_in_the_body(channels, signer, victim, where: str) -> None:  # type: ignore[no-untyped-def]
     for service in ("tenancy", "planner", "predictor", "audit") if where == "gateway" else (where,):
         # A fresh subject per probe: three cross-tenant refusals of one subject trigger the
-        # threat response (revocation + lockout, tested on its own), which would change the
+        # threat response (alert + a short lockout, tested on its own), which would change the
         # refusal's message for the probes after it depending on how fast it lands.
         attacker = signer.mint(f"mallory-{where}-{service}", "t-attacker-a", ["admin", "operator", "viewer"])
         method, request = probe(service, victim.tenant)
@@ -566,3 +566,53 @@ def test_privilege_probing_becomes_a_security_event_and_revokes_the_token(
         timeout=TIMEOUT,
     )
     assert any(b"privilege_probe" in e.payload for e in entries.entries)
+
+
+def test_a_few_wrong_tenant_ids_alert_and_lock_out_briefly_but_do_not_revoke(
+    channels, admin, victim
+) -> None:  # type: ignore[no-untyped-def]
+    # Issue 15, item 9: three typos of a shared operator identity used to revoke its token
+    # and lock the subject out for 5 minutes. Now: refused, an alert, a 5 s lockout.
+    issued = admin.tenancy.IssueToken(
+        tenancy_pb2.IssueTokenRequest(
+            tenant_id=victim.tenant, subject="typo-bot", roles=["operator", "viewer"], ttl_seconds=600
+        ),
+        metadata=admin.metadata,
+        timeout=TIMEOUT,
+    )
+    wrong = planner_pb2.GetPolicyRequest(tenant_id=f"{victim.tenant}-typo")
+    for _ in range(3):
+        status, reply, details = call(channels["planner"], "planner", "GetPolicy", wrong, issued.token)
+        assert status is DENIED and reply is None and "does not match your token's tenant" in details
+    deadline = time.monotonic() + 15.0
+    events: list[Any] = []
+    while time.monotonic() < deadline:
+        events = [
+            e for e in admin.tenancy.ListSecurityEvents(
+                tenancy_pb2.ListSecurityEventsRequest(tenant_id=victim.tenant),
+                metadata=admin.metadata,
+                timeout=TIMEOUT,
+            ).events
+            if e.kind == "cross_tenant_probe"
+        ]
+        if events:
+            break
+        time.sleep(0.3)
+    assert len(events) == 1, "no cross_tenant_probe security event within 15 s"
+    assert "alert" in events[0].response and "lockout" in events[0].response
+    assert "revocation" not in events[0].response
+    assert "locked out for 5 s" in events[0].detail
+    # Still refused while locked out (every attack refused), and answered again once it ends.
+    status, _, _ = call(channels["planner"], "planner", "GetPolicy", wrong, issued.token)
+    assert status in (DENIED, UNAUTH)
+    deadline = time.monotonic() + 20.0
+    status, details = DENIED, ""
+    while time.monotonic() < deadline:
+        status, _, details = call(
+            channels["planner"], "planner", "GetPolicy", planner_pb2.GetPolicyRequest(), issued.token
+        )
+        if status is OK:
+            break
+        assert "revoked" not in details or "locked" in details, details
+        time.sleep(0.5)
+    assert status is OK, f"the token still refused 20 s after a 5 s lockout: {status.name} {details}"

@@ -293,3 +293,24 @@ def test_a_batch_never_exceeds_its_byte_bound(tmp_path: Path) -> None:
     assert 1 <= len(batch) < 30 and [row.seq for row in batch] == list(range(1, len(batch) + 1))
     assert sum(len(row.payload) for row in batch) <= audit_trail.MAX_BATCH_BYTES
     outbox.close()
+
+
+def test_after_a_long_outage_the_backlog_drains_within_seconds_of_the_audit_returning(
+    audit: FakeAudit, tmp_path: Path
+) -> None:
+    # Issue 15, item 10: with the default backoff capped at 30 s, the outboxes were sent
+    # about 15 s after the audit service came back.
+    async def scenario() -> None:
+        trail = AuditTrail(FakePeers(audit), tmp_path / "outbox.sqlite3", poll_s=0.05)  # default backoff
+        await trail.start()
+        audit.down = True
+        assert await trail.record("PLAN", "acme", "failure/1", {"n": 1}, event_id="p-1") is None
+        for _ in range(20):  # the failures of a long outage
+            trail._failed()
+        audit.down = False
+        # At most 2.4 s with the cap (2 s, jitter 1.2); 24 to 36 s before. 10 s holds on a loaded machine.
+        await eventually(lambda: trail.outbox.pending_count() == 0, "the backlog to drain", timeout=10.0)
+        await trail.stop()
+
+    run(scenario())
+    assert [e[0] for e in audit.entries()] == ["PLAN"]

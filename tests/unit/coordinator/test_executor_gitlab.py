@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -93,16 +94,18 @@ def test_429_retry_after(gl: FakeGitLab) -> None:
 def test_a_post_that_times_out_is_not_resent_and_the_next_attempt_skips(gl: FakeGitLab) -> None:
     executor, _ = make_executor(gl, timeout=0.3)
     original_route = gl._retry_job
+    client_gave_up = threading.Event()
 
     def slow_retry(*args: object) -> object:
         gl.delay_seconds = 0  # only this answer is late
         reply = original_route(*args)  # type: ignore[arg-type]
-        time.sleep(0.6)
+        client_gave_up.wait(30)  # acted, but answers only once the client has timed out, on any machine
         return reply
 
     gl._retry_job = slow_retry  # type: ignore[method-assign]
     with pytest.raises(ProviderUnavailable, match="may or may not have acted"):
         executor.execute(retry())
+    client_gave_up.set()
     assert gl.count("POST", RETRY_JOB) == 1
     again = executor.execute(retry())
     assert again.status is ActionStatus.SKIPPED_ALREADY_DONE

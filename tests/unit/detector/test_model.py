@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import pickle
-import time
 
 import pytest
 from sklearn.metrics import f1_score
@@ -48,19 +47,17 @@ def test_bytes_and_text_give_the_same_answer(model: FailureModel, corpus) -> Non
     assert model.predict(text.encode()) == model.predict(text)
 
 
-def test_a_megabyte_log_is_classified_from_its_tail_quickly(model: FailureModel) -> None:
+def test_a_megabyte_log_is_classified_from_its_tail(model: FailureModel) -> None:
+    # Its speed is measured in bench/detector_eval.py (predict_ms_on_1MiB_log), not asserted here.
     noise = "".join(f"2024-01-01T00:00:00.0000000Z [INFO] step {i} ok, downloaded {i * 7} kB\n" for i in range(16000))
     assert len(noise) > 1_000_000
     tail = ("npm ERR! code ENOSPC\nnpm ERR! nospc ENOSPC: no space left on device, write\n"
             "npm ERR! nospc Clear up some disk space and try again.\n##[error]Process completed with exit code 1.\n")
     log = (noise + tail).encode()
-    model.predict(log)
-    started = time.perf_counter()
-    for _ in range(10):
-        cls, _ = model.predict(log)
-    per_call = (time.perf_counter() - started) / 10
+    cls, _ = model.predict(log)
     assert cls is FailureClass.DISK_FULL
-    assert per_call < 0.05, f"predict took {per_call * 1000:.1f} ms on a 1 MiB log"
+    read = informative_lines(log)
+    assert len(read) <= 15 + 80 and any("no space left on device" in line for line in read)
 
 
 def test_informative_lines_are_bounded_and_keep_error_lines() -> None:

@@ -1,4 +1,5 @@
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -52,6 +53,14 @@ def test_an_on_demand_retrain_resets_that_tenants_clock(tmp_path) -> None:
     assert predictor.retrain_due(3600) == {}
 
 
+async def eventually(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"gave up after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
 def test_the_scheduled_task_only_calls_the_domain_and_follows_live_config() -> None:
     calls: list[float] = []
 
@@ -80,10 +89,10 @@ def test_the_scheduled_task_only_calls_the_domain_and_follows_live_config() -> N
                 changed=changed,
             )
         )
-        await asyncio.sleep(0.12)
+        await eventually(lambda: len(calls) >= 2, "two scheduled retrain checks")
         live.apply("retrain_interval_seconds", "7200")
         changed.set()
-        await asyncio.sleep(0.02)
+        await eventually(lambda: calls[-1] == 7200, "a retrain check at the new interval")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -52,12 +52,62 @@ def test_refusals_outside_the_window_do_not_add_up() -> None:
     assert all(detector.observe(refusal(at=100.0 + 20 * i)) is None for i in range(10))
 
 
-def test_cross_tenant_probing_locks_the_subject_out() -> None:
-    detector = ThreatDetector(ThreatPolicy(lockout_seconds=120))
-    reason = "tenant_id 'globex' does not match your token's tenant 'acme'"
-    fired = [detector.observe(refusal(reason=reason, at=10.0 + i)) for i in range(3)][-1]
+CROSS_TENANT = "tenant_id 'globex' does not match your token's tenant 'acme'"
+
+
+def mistakes(detector: ThreatDetector, start: float, n: int = 3):  # type: ignore[no-untyped-def]
+    """n requests naming the wrong tenant, one a second from `start`; the last detection."""
+    found = [detector.observe(refusal(reason=CROSS_TENANT, at=start + i)) for i in range(n)]
+    return [d for d in found if d is not None][-1] if any(found) else None
+
+
+def test_three_cross_tenant_mistakes_alert_and_lock_out_briefly_without_revoking() -> None:
+    # Issue 15, item 9: three typos of a shared operator identity used to revoke its
+    # token and lock it out for 5 minutes.
+    fired = mistakes(ThreatDetector(), 10.0)
     assert fired is not None and fired.kind is ThreatKind.CROSS_TENANT_PROBE
-    assert fired.lockout_until == 12.0 + 120 and Response.LOCKOUT in fired.responses
+    assert fired.responses == (Response.ALERT, Response.LOCKOUT)
+    assert Response.REVOCATION not in fired.responses
+    assert fired.lockout_until == 12.0 + 5.0
+    assert "locked out for 5 s (lockout 1 of this subject" in fired.detail
+
+
+def test_repeated_cross_tenant_probing_locks_out_longer_each_time_up_to_the_cap() -> None:
+    detector = ThreatDetector(ThreatPolicy(lockout_seconds=120))
+    lengths, at = [], 0.0
+    for _ in range(7):
+        fired = mistakes(detector, at)
+        assert fired is not None
+        lengths.append(fired.lockout_until - fired.at)
+        at = fired.lockout_until + 1.0  # probing again as soon as the lockout ends
+    assert lengths == [5.0, 10.0, 20.0, 40.0, 80.0, 120.0, 120.0]
+
+
+def test_a_subject_quiet_for_the_memory_starts_again_from_the_short_lockout() -> None:
+    detector = ThreatDetector(ThreatPolicy.from_json({"repeat_memory_seconds": 600}))
+    first = mistakes(detector, 0.0)
+    second = mistakes(detector, 100.0)
+    third = mistakes(detector, 100.0 + 700.0)
+    assert first is not None and second is not None and third is not None
+    assert [d.lockout_until - d.at for d in (first, second, third)] == [5.0, 10.0, 5.0]
+    other = mistakes(detector, 101.0, n=3)  # within the window of the second: fires once per burst
+    assert other is None
+
+
+def test_the_lockout_ladder_and_revocation_are_live_policy() -> None:
+    policy = ThreatPolicy.from_json({"first_lockout_seconds": 30, "lockout_seconds": 90,
+                                     "rules": {"cross_tenant_probe": {"responses": ["alert", "revocation"]}}})
+    assert [policy.lockout_for(n) for n in (1, 2, 3)] == [30.0, 60.0, 90.0]
+    fired = mistakes(ThreatDetector(policy), 0.0)
+    assert fired is not None and fired.responses == (Response.ALERT, Response.REVOCATION)
+    assert fired.lockout_until == 0.0
+
+
+def test_strong_signals_keep_their_responses() -> None:
+    detector = ThreatDetector()
+    assert detector.policy.rules[ThreatKind.PRIVILEGE_PROBE].responses == (Response.ALERT, Response.REVOCATION)
+    fired = detector.observe(refusal("UNAUTHENTICATED", "token has been revoked", verified=True))
+    assert fired is not None and fired.kind is ThreatKind.REVOKED_TOKEN_USE
 
 
 def test_revoked_token_use_is_detected_at_once_but_unverified_claims_only_alert() -> None:
@@ -117,6 +167,8 @@ def test_ordinary_denials_are_not_threats() -> None:
             "threat_policy.rules.privilege_probe.responses",
         ),
         ({"lockout_seconds": -1}, "threat_policy.lockout_seconds"),
+        ({"lockout_seconds": 60, "first_lockout_seconds": 61}, "threat_policy.first_lockout_seconds"),
+        ({"repeat_memory_seconds": 0}, "threat_policy.repeat_memory_seconds"),
     ],
 )
 def test_bad_threat_policies_name_the_field(policy: dict, field: str) -> None:

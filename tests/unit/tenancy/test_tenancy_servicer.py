@@ -230,7 +230,7 @@ def test_consume_quota_does_not_block_the_event_loop(servicer, store, monkeypatc
     # ConsumeQuota runs on every reported failure; its fsync'd write must not stall
     # every other call the process is serving.
     import asyncio
-    import time as _time
+    import threading
 
     from healing_guard.tenancy.v1 import tenancy_pb2 as pb
     from services.common import auth as _auth
@@ -239,9 +239,12 @@ def test_consume_quota_does_not_block_the_event_loop(servicer, store, monkeypatc
     _auth.set_principal(_Principal("platform-admin", _auth.PLATFORM_TENANT, frozenset({"admin"}), "j", 2e9))
     asyncio.run(servicer.CreateTenant(pb.CreateTenantRequest(tenant_id="slowdisk", plan="team"), None))
     real = store.consume
+    loop_kept_running = threading.Event()
 
     def slow_consume(*args, **kwargs):  # type: ignore[no-untyped-def]
-        _time.sleep(0.3)  # a slow disk
+        # A disk that stays slow until the event loop has served five other ticks: if the
+        # write ran on the loop, no tick could happen and this wait would give up.
+        assert loop_kept_running.wait(10), "the event loop made no progress during the quota write"
         return real(*args, **kwargs)
 
     monkeypatch.setattr(store, "consume", slow_consume)
@@ -255,6 +258,8 @@ def test_consume_quota_does_not_block_the_event_loop(servicer, store, monkeypatc
             while True:
                 await asyncio.sleep(0.01)
                 ticks += 1
+                if ticks >= 5:
+                    loop_kept_running.set()
 
         task = asyncio.create_task(ticker())
         await asyncio.sleep(0)
