@@ -306,11 +306,44 @@ def _pattern_confidence(priority: int, count: int, runner_up: int | None) -> flo
 
 
 OUTSIDE_STEP_PENALTY = 15
+WARNING_PENALTY = 20
+AFTER_STEP_GRACE = 3  # lines after the failure report that still belong to it
+# Causes a provider reports for the job after the failing step's own output ends.
+JOB_LEVEL_CLASSES = frozenset({
+    FailureClass.TIMEOUT, FailureClass.INFRASTRUCTURE, FailureClass.OUT_OF_MEMORY, FailureClass.DISK_FULL,
+})
+# Classes whose words turn up in harmless lines (retries, warnings, cleanup) most often.
+NOISE_CLASSES = frozenset({
+    FailureClass.NETWORK, FailureClass.PERMISSION, FailureClass.CONFIGURATION, FailureClass.DEPENDENCY_FETCH,
+})
+_WARNING_LINE = re.compile(r"(?i)\bwarn(?:ing)?s?\b|\bwarn\(|^W: |\[WARN")
 
 
 @functools.cache
 def _command_rules() -> tuple[tuple[Pattern, re2._Regexp], ...]:
     return tuple((p, re2.compile(p.expression)) for p in command_patterns())
+
+
+TEST_OUTPUT_PENALTY = 25
+# What a test prints while it fails (a refused connection, a denied file, a bad setting) is
+# the test's failure when the run goes on to report failed tests.
+_TEST_SYMPTOM_CLASSES = frozenset({FailureClass.NETWORK, FailureClass.PERMISSION, FailureClass.CONFIGURATION})
+
+
+def _inside_test_output(
+    tallies: dict[FailureClass, _ClassTally], scan: _LogScan
+) -> dict[FailureClass, _ClassTally]:
+    tests = tallies.get(FailureClass.TEST_FAILURE)
+    if tests is None or tests.best.pattern.priority < 50:
+        return tallies
+    last_test_line = max((m.line_no for m in scan.recent.get(FailureClass.TEST_FAILURE, ())), default=0)
+    for failure_class in _TEST_SYMPTOM_CLASSES & tallies.keys():
+        best = tallies[failure_class].best
+        if best.line_no < last_test_line:
+            demoted = dataclasses.replace(best.pattern, priority=max(0, best.pattern.priority - TEST_OUTPUT_PENALTY))
+            tallies[failure_class] = _ClassTally(Match(demoted, best.line_no, best.line, best.start),
+                                                 tallies[failure_class].count)
+    return tallies
 
 
 def _with_step_end(lines: list[EvidenceLine], step: FailedStep | None) -> list[EvidenceLine]:
@@ -469,29 +502,46 @@ class Diagnoser:
     def _weighed_tallies(
         self, scan: _LogScan, step: FailedStep | None, window_start: int
     ) -> dict[FailureClass, _ClassTally]:
-        """Each class's best match, judged from where the failing step began.
+        """Each class's best match, judged by where it sits relative to the failing step.
 
-        Without a failing step every match counts as it stands. With one, matches from the
-        step's start on (the step and what the job printed after it) count as they stand, and
-        matches before it, printed by steps that passed, lose OUTSIDE_STEP_PENALTY priority:
-        a warning in a successful install step does not explain a failing test step."""
-        if step is None or window_start <= 0:
-            return dict(scan.tallies)
+        Priorities rank root causes above symptoms, but a real log also prints errors that
+        explain nothing: a warning, a cleanup step's complaint, a step that passed. So a
+        match loses priority when it is
+        - before the failing step began (printed by a step that passed): OUTSIDE_STEP_PENALTY;
+        - after the step's failure report, unless its class is one the provider reports at job
+          level after the step (time limit, lost runner, memory, disk): OUTSIDE_STEP_PENALTY;
+        - on a line that calls itself a warning, for the classes noise is made of (network,
+          permission, configuration, dependency): WARNING_PENALTY.
+        """
+        end_line = step.end_line + AFTER_STEP_GRACE if step is not None and step.end_line else 0
         weighed: dict[FailureClass, _ClassTally] = {}
         for failure_class, tally in scan.tallies.items():
-            inside = [m for m in scan.recent.get(failure_class, ()) if m.line_no >= window_start]
-            if inside:
-                best = max(inside, key=lambda m: (m.pattern.priority, -m.line_no))
-                weighed[failure_class] = _ClassTally(best, len(inside))
-            else:
-                outside = tally.best
-                penalised = dataclasses.replace(
-                    outside.pattern, priority=max(0, outside.pattern.priority - OUTSIDE_STEP_PENALTY)
-                )
-                weighed[failure_class] = _ClassTally(
-                    Match(penalised, outside.line_no, outside.line, outside.start), tally.count
-                )
-        return weighed
+            best: Match | None = None
+            best_priority = -1
+            inside = 0
+            candidates = list(scan.recent.get(failure_class, ()))
+            if all(m.line_no != tally.best.line_no for m in candidates):
+                candidates.append(tally.best)
+            for match in candidates:
+                penalty = 0
+                if window_start > 0 and match.line_no < window_start:
+                    penalty += OUTSIDE_STEP_PENALTY
+                elif end_line and match.line_no > end_line and failure_class not in JOB_LEVEL_CLASSES:
+                    penalty += OUTSIDE_STEP_PENALTY
+                else:
+                    inside += 1
+                if failure_class in NOISE_CLASSES and _WARNING_LINE.search(match.line):
+                    penalty += WARNING_PENALTY
+                priority = max(0, match.pattern.priority - penalty)
+                if priority > best_priority or (priority == best_priority and best is not None
+                                                and match.line_no < best.line_no):
+                    best, best_priority = match, priority
+            assert best is not None
+            if best_priority != best.pattern.priority:
+                best = Match(dataclasses.replace(best.pattern, priority=best_priority), best.line_no, best.line,
+                             best.start)
+            weighed[failure_class] = _ClassTally(best, inside if window_start > 0 and inside else tally.count)
+        return _inside_test_output(weighed, scan)
 
     def _command_match(self, step: FailedStep | None) -> Match | None:
         """What the failed command itself says (`rubocop` -> LINT), as a match on the line

@@ -33,8 +33,8 @@ HINT = {
 
 _RULES: list[tuple[str, F, int, str, str]] = [
     # --- flaky tests: the log itself shows a failure that passed on re-run --------------
-    ("flaky.pytest-rerun", F.FLAKY_TEST, 68, r"(^|\s)RERUN(\s|$)", "pytest-rerunfailures re-ran a failed test"),
-    ("flaky.pytest-rerun-summary", F.FLAKY_TEST, 68, r"\b[0-9]+ (passed|failed), .*\b[0-9]+ rerun\b", "pytest summary counts re-runs"),
+    ("flaky.pytest-rerun", F.FLAKY_TEST, 50, r"(^|\s)RERUN(\s|$)", "pytest-rerunfailures re-ran a failed test"),
+    ("flaky.pytest-rerun-summary", F.FLAKY_TEST, 68, r"^=+ ([0-9]+ (passed|skipped|deselected|warnings?|xfailed|xpassed), )*[0-9]+ rerun\b", "pytest summary counts re-runs"),
     ("flaky.detected", F.FLAKY_TEST, 70, r"(?i)\bflaky tests? (detected|found)\b", "a test runner reports flaky tests"),
     ("flaky.surefire-flakes", F.FLAKY_TEST, 70, r"\bFlakes: [1-9]", "Maven surefire counts flaky tests (rerunFailingTestsCount)"),
     ("flaky.playwright", F.FLAKY_TEST, 66, r"^\s+[0-9]+ flaky\s*$", "Playwright summary reports flaky tests"),
@@ -253,24 +253,24 @@ _RULES: list[tuple[str, F, int, str, str]] = [
     ("config.script-missing", F.CONFIGURATION, 75, r"ERR_PNPM_(NO_SCRIPT|RECURSIVE_RUN_NO_SCRIPT)|error Command \"[^\"]+\" not found|No goals have been specified for this build|requires a project to execute but there is no POM|No plugin found for prefix '|Non-parseable POM|Could not find the selected project in the reactor|Task '[^']+' not found in (root )?project|Cannot locate tasks that match|Directory '[^']+' does not contain a Gradle build|Could not find method [^ ]+\(\) for arguments|Could not (get|set) unknown property '", "a build script, goal or task does not exist"),
     ("config.env-extra", F.CONFIGURATION, 75, r"\b[A-Za-z_][A-Za-z0-9_]*: parameter (null or )?not set\b|\brequired key [A-Z_][A-Z0-9_]* missing value\b|(?i)\bmissing required (environment variables?|configuration|config|settings?|parameters?|options?)\b|\bImproperlyConfigured\b|(?i)\b(env(ironment)? var(iable)?|setting|config(uration)? (key|value|option)) [^ ]+ (is )?(not set|missing|unset|undefined|required|empty)\b", "a required variable or setting is missing"),
     ("config.k8s-manifest", F.CONFIGURATION, 74, r"error converting YAML to JSON|strict decoding error: |\bunknown field \"|\bis invalid: (spec|metadata)\.", "a Kubernetes manifest is invalid"),
-    ("config.invalid-config", F.CONFIGURATION, 62, r"(?i)\binvalid configuration\b|\bconfiguration (file )?is invalid\b|\bconfig(uration)? validation failed\b", "a tool rejected its configuration"),
+    ("config.invalid-config", F.CONFIGURATION, 50, r"(?i)\binvalid configuration\b|\bconfiguration (file )?is invalid\b|\bconfig(uration)? validation failed\b", "a tool rejected its configuration"),
     # --- permissions -------------------------------------------------------------------
     ("perm.github-integration", F.PERMISSION, 88, r"Resource not accessible by integration", "the GitHub token lacks a permission"),
     ("perm.git-push", F.PERMISSION, 88, r"Permission to [^ ]+ denied to ", "git push was refused"),
     ("perm.git-http", F.PERMISSION, 85, r"The requested URL returned error: 40[13]\b", "git over HTTPS got 401/403"),
     ("perm.ssh-publickey", F.PERMISSION, 88, r"Permission denied \(publickey", "ssh key refused"),
     ("perm.docker-denied", F.PERMISSION, 88, r"denied: requested access to the resource is denied|unauthorized: authentication required", "the registry refused the credentials"),
-    ("perm.aws", F.PERMISSION, 85, r"\bis not authorized to perform\b|\bAccessDenied(Exception)?\b", "the cloud credentials lack a permission"),
+    ("perm.aws", F.PERMISSION, 66, r"\bis not authorized to perform\b|\bAccessDenied(Exception)?\b", "the cloud credentials lack a permission"),
     ("perm.k8s-rbac", F.PERMISSION, 85, r"Forbidden: User \"[^\"]+\" cannot|\bforbidden: User \"[^\"]+\" cannot", "Kubernetes RBAC refused"),
     ("perm.bad-credentials", F.PERMISSION, 82, r"\bBad credentials\b|\binsufficient_scope\b|(?i)\binsufficient permissions?\b", "the credentials are wrong or lack a scope"),
     ("perm.npm", F.PERMISSION, 84, r"npm (ERR!|error) code E40[13]\b", "the npm registry refused the token"),
-    ("perm.http-403", F.PERMISSION, 78, r"(?i)\b403 Forbidden\b|\b401 Unauthorized\b|\bHTTP/[0-9.]+ 40[13]\b|\bstatus(code)?:? 40[13]\b", "an HTTP 401/403"),
+    ("perm.http-403", F.PERMISSION, 60, r"(?i)\b403 Forbidden\b|\b401 Unauthorized\b|\bHTTP/[0-9.]+ 40[13]\b|\bstatus(code)?:? 40[13]\b", "an HTTP 401/403"),
     ("perm.git-auth", F.PERMISSION, 86, r"fatal: Authentication failed for '|remote: Write access to repository not granted|remote: Invalid username or password|HTTP Basic: Access denied|You are not allowed to (push|download|upload) code|\bGH006: Protected branch update failed|\bGH013\b", "git authentication or push permission refused"),
     ("perm.registry", F.PERMISSION, 86, r"denied: access forbidden|unauthorized: incorrect username or password|no basic auth credentials|denied: Permission \"[^\"]+\" denied|\bunauthorized: access to the requested resource is not authorized\b", "the container registry refused the credentials"),
     ("perm.k8s-cannot", F.PERMISSION, 85, r"\bcannot (get|list|watch|create|update|patch|delete) resource \"|system:serviceaccount:[^ ]+\" cannot|You must be logged in to the server \(Unauthorized\)", "Kubernetes RBAC refused"),
-    ("perm.eperm", F.PERMISSION, 70, r"\bEPERM\b|\bOperation not permitted\b", "the operating system refused an operation"),
+    ("perm.eperm", F.PERMISSION, 56, r"\bEPERM\b|\bOperation not permitted\b", "the operating system refused an operation"),
     ("perm.cloud", F.PERMISSION, 85, r"\bAuthorizationFailed\b|does not have authorization to perform action|Permission '[^']+' denied on|\bPERMISSION_DENIED\b|googleapi: Error 403|does not have [a-z]+\.[A-Za-z.]+ access to|\bUnauthorizedOperation\b|caller does not have permission|\bExpiredToken\b|\bInvalidClientTokenId\b|The security token included in the request is (invalid|expired)|(?i)\bstatus ?code:? 40[13]\b", "the cloud credentials are refused or lack a permission"),
-    ("perm.eacces", F.PERMISSION, 72, r"\bEACCES\b|(?i)\bpermission denied\b", "permission denied"),
+    ("perm.eacces", F.PERMISSION, 60, r"\bEACCES\b|(?i)\bpermission denied\b", "permission denied"),
     # === Real toolchain formats (issue 13): the tools' own message shapes, as documented or
     # as they print them; written from tool knowledge, not copied from any rule set. ====
     # --- compilers and build tools -------------------------------------------------------
@@ -297,6 +297,8 @@ _RULES: list[tuple[str, F, int, str, str]] = [
     ("compile.elixir", F.COMPILE_ERROR, 58, r"\(CompileError\) [^ ]+\.exs?:[0-9]+", "Elixir compile error"),
     ("compile.gradle-kotlin", F.COMPILE_ERROR, 64, r"Execution failed for task '[^']*:(compile[A-Za-z]*(Kotlin|Java|Scala|Groovy)[A-Za-z]*|kapt[A-Za-z]*|javaPreCompile[A-Za-z]*)'", "Gradle compile task failed"),
     ("compile.cgo-gcc", F.COMPILE_ERROR, 56, r"internal compiler error: [A-Z]|^make(\[[0-9]+\])?: \*\*\* \[[^]]*\.(o|obj|lo)\] Error [0-9]+", "a compiler crashed or an object file failed to build"),
+    ("compile.python-collection", F.COMPILE_ERROR, 58, r"ImportError while importing test module |^_+ ERROR collecting [^ ]+ _+$|Interrupted: [0-9]+ errors? during collection", "pytest could not import a test module (the code does not load)"),
+    ("compile.python-import", F.COMPILE_ERROR, 54, r"^E?\s*(ModuleNotFoundError: No module named |ImportError: |SyntaxError: |IndentationError: |TabError: )", "Python could not load the code (import or syntax error)"),
     # --- linters, formatters, static checks ----------------------------------------------
     ("lint.rubocop-line", F.LINT, 52, r"^[^ ]+\.(rb|rake|gemspec):[0-9]+:[0-9]+: [CWEFR]: ", "rubocop offense"),
     ("lint.pylint", F.LINT, 52, r"\.py:[0-9]+:[0-9]+: [CRWEF][0-9]{4}: |Your code has been rated at [0-9.-]+/10", "pylint message"),
@@ -381,12 +383,21 @@ _RULES: list[tuple[str, F, int, str, str]] = [
     ("config.travis-log-length", F.CONFIGURATION, 60, r"The job exceeded the maximum log length, and has been terminated", "the job printed more than the provider keeps"),
     ("config.python-version", F.CONFIGURATION, 62, r"requires a different Python: |InterpreterNotFound: |Requires-Python|(?i)unsupported (python|node|ruby|java) version|engine \"node\" is incompatible", "the job runs a language version the project does not support"),
     ("config.java-version", F.CONFIGURATION, 62, r"invalid (target|source) release: [0-9.]+|Unsupported class file major version [0-9]+|has been compiled by a more recent version of the Java Runtime|error: release version [0-9]+ not supported", "the JDK on the runner does not match the build"),
-    ("config.file-not-found-script", F.CONFIGURATION, 40, r"^(/bin/)?(ba)?sh: [^ ]+: (No such file or directory|Permission denied)$|: No such file or directory$", "a script or file the job runs is missing"),
+    ("config.file-not-found-script", F.CONFIGURATION, 40, r"^(/bin/)?(ba)?sh: ([^ ]+: )?(line [0-9]+: )?[^ ]+: (No such file or directory|Permission denied)$", "a script or file the job runs is missing"),
     # --- timeouts and the provider --------------------------------------------------------
     ("timeout.travis-max-time", F.TIMEOUT, 92, r"The job exceeded the maximum time limit for jobs, and has been terminated|Your test run exceeded [0-9]+ minutes", "Travis: the job hit its time limit"),
     ("timeout.generic-exceeded", F.TIMEOUT, 56, r"(?i)\b(execution|build|job|step|command) (timed out|timeout exceeded)\b|\bTimeout exceeded\b", "something hit its time limit"),
     ("infra.gha-cancelled", F.INFRASTRUCTURE, 58, r"##\[error\]The operation was canceled\.|^Error: The operation was canceled\.", "GitHub cancelled the step (a timeout, a newer run or a person)"),
     ("oom.cc1plus", F.OUT_OF_MEMORY, 88, r"internal compiler error: Killed \(program cc1(plus)?\)|g\+\+: fatal error: Killed signal", "the compiler was killed for memory"),
+    ("infra.artifact-service", F.INFRASTRUCTURE, 70, r"Unable to download artifact\(s\)|Artifact not found for name|Failed to (CreateArtifact|FinalizeArtifact)|Failed to (upload|download) artifact", "the CI provider's artifact service failed"),
+    ("infra.runner-signal", F.INFRASTRUCTURE, 80, r"##\[error\]received (SIGINT|SIGTERM|SIGKILL)|^Error: received (SIGINT|SIGTERM)", "the runner was sent a signal from outside the job"),
+    ("infra.pod-online", F.INFRASTRUCTURE, 80, r"pod failed to come online|Pod [^ ]+ is (not ready|unschedulable)|failed to create pod sandbox", "the job's pod never came up"),
+    ("infra.api-rate-limit", F.INFRASTRUCTURE, 76, r"API rate limit exceeded|secondary rate limit|You have exceeded a secondary rate limit", "the provider's API refused for rate limits"),
+    ("config.action-credentials", F.CONFIGURATION, 72, r"Credentials could not be loaded, please check your action inputs|Could not load credentials from any providers", "an action's credentials are not configured"),
+    ("net.archive-download", F.NETWORK, 62, r"Failed to download archive '", "the runner could not download the repository archive"),
+    ("dep.fetch-generic", F.DEPENDENCY_FETCH, 58, r"(?i)\b(error while fetching|unable to download|could not download|failed to download)\b", "a download the job needs failed"),
+    ("timeout.exit-124", F.TIMEOUT, 72, r"(?i)\b(exit(ed)? (with )?(code|status):? 124|returning 124)\b", "timeout(1) ended the command (exit code 124)"),
+    ("lint.lintrunner", F.LINT, 55, r"^\s*(Error|Warning|Advice) \([A-Z0-9_]+\) |^>>> Lint for ", "lintrunner findings"),
     # --- permissions ---------------------------------------------------------------------
     ("perm.publish", F.PERMISSION, 84, r"You do not have permission to publish|Invalid or non-existent authentication information|403 Client Error: (Invalid or non-existent authentication|Forbidden) for url|You must be logged in to publish packages|code ENEEDAUTH", "the registry refused to publish"),
     ("perm.git-remote", F.PERMISSION, 60, r"fatal: Could not read from remote repository\.|Host key verification failed\.", "git could not authenticate to the remote"),
