@@ -325,9 +325,12 @@ def _command_rules() -> tuple[tuple[Pattern, re2._Regexp], ...]:
 
 
 TEST_OUTPUT_PENALTY = 25
-# What a test prints while it fails (a refused connection, a denied file, a bad setting) is
-# the test's failure when the run goes on to report failed tests.
+# What a test prints while it fails (a refused connection, a denied file, a bad setting, its
+# own time limit) is the test's failure when the run goes on to report failed tests.
 _TEST_SYMPTOM_CLASSES = frozenset({FailureClass.NETWORK, FailureClass.PERMISSION, FailureClass.CONFIGURATION})
+# Time limits of one test or call, not of the job: inside a test run they are a failing test.
+_TEST_LEVEL_TIMEOUTS = frozenset({"timeout.js-test", "timeout.timed-out-after", "timeout.deadline",
+                                  "timeout.generic-exceeded", "timeout.wait-condition"})
 
 
 def _inside_test_output(
@@ -337,8 +340,10 @@ def _inside_test_output(
     if tests is None or tests.best.pattern.priority < 50:
         return tallies
     last_test_line = max((m.line_no for m in scan.recent.get(FailureClass.TEST_FAILURE, ())), default=0)
-    for failure_class in _TEST_SYMPTOM_CLASSES & tallies.keys():
+    for failure_class in (_TEST_SYMPTOM_CLASSES | {FailureClass.TIMEOUT}) & tallies.keys():
         best = tallies[failure_class].best
+        if failure_class == FailureClass.TIMEOUT and best.pattern.pattern_id not in _TEST_LEVEL_TIMEOUTS:
+            continue
         if best.line_no < last_test_line:
             demoted = dataclasses.replace(best.pattern, priority=max(0, best.pattern.priority - TEST_OUTPUT_PENALTY))
             tallies[failure_class] = _ClassTally(Match(demoted, best.line_no, best.line, best.start),
@@ -409,7 +414,8 @@ class Diagnoser:
 
     def _decide(self, scan: _LogScan, report: JUnitReport | None) -> DiagnosisResult:
         step = scan.steps.finish()
-        window_start = (step.start_line or step.end_line) if step is not None else 0
+        # Where the failing step began; unknown (0) when the framing shows only its end.
+        window_start = step.start_line if step is not None else 0
         tallies = self._weighed_tallies(scan, step, window_start)
         command = self._command_match(step)
         if command is not None and command.pattern.failure_class not in tallies:
