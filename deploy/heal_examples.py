@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ EXAMPLES = ROOT / "examples"
 UNARY_LOG_LIMIT = 4 * 1024 * 1024
 CHUNK = 256 * 1024
 OUTCOME_TIMEOUT_S = 60.0
+WIDTH = 125  # printed lines are wrapped at word boundaries to this width, never cut
 
 PROVIDERS = {
     "github_actions": common_pb2.PROVIDER_GITHUB_ACTIONS, "gitlab": common_pb2.PROVIDER_GITLAB,
@@ -45,7 +47,12 @@ class HealReport:
     failure_class: str = ""
     confidence: float = 0.0
     evidence: list[str] = field(default_factory=list)
+    # The log line the diagnosis rests on, as the log shows it (redacted), and its 1-based
+    # number; the first evidence line when the detector names none (decisive_from says which).
     decisive: str = ""
+    decisive_line: int = 0
+    decisive_from: str = ""  # "detector", "first evidence line" or "" (nothing quoted)
+    step: str = ""  # the failed step, e.g. "Run npm test (exit 1) at line 52"; "" when the log shows none
     hint: str = ""
     redactions: int = 0
     plan: list[str] = field(default_factory=list)
@@ -121,6 +128,40 @@ def verify_audit(
     return entries, verified
 
 
+def describe_step(step: common_pb2.FailedStep) -> str:
+    """"Run npm test (exit 1) at line 52": the step as the provider names it (with its
+    command when the name does not show it), the exit code when the log gives one, and
+    the line that reports the failure."""
+    what = step.name or step.command or "(unnamed step)"
+    if step.name and step.command and step.command not in step.name:
+        what = f"{step.name}: {step.command}"
+    if step.HasField("exit_code"):
+        what += f" (exit {step.exit_code})"
+    if step.end_line:
+        what += f" at line {step.end_line}"
+        if 0 < step.start_line < step.end_line:
+            what += f", started at line {step.start_line}"
+    return what
+
+
+def read_diagnosis(report: HealReport, diagnosis: common_pb2.Diagnosis) -> None:
+    report.failure_id = diagnosis.failure_id
+    report.failure_class = common_pb2.FailureClass.Name(diagnosis.failure_class)
+    report.confidence = round(diagnosis.confidence, 3)
+    report.evidence = [f"{line.line}: {line.text}" for line in diagnosis.evidence]
+    if diagnosis.HasField("decisive_line"):
+        decisive, report.decisive_from = diagnosis.decisive_line, "detector"
+    elif diagnosis.evidence:
+        decisive, report.decisive_from = diagnosis.evidence[0], "first evidence line"
+    else:
+        decisive = None
+    if decisive is not None:
+        report.decisive, report.decisive_line = decisive.text, decisive.line
+    report.step = describe_step(diagnosis.failed_step) if diagnosis.HasField("failed_step") else ""
+    report.hint = diagnosis.remediation_hint
+    report.redactions = diagnosis.redactions
+
+
 def heal(client: MeshClient, example: dict) -> HealReport:
     log = (EXAMPLES / example["file"]).read_bytes()
     report = HealReport(file=example["file"], expected_class=example.get("expected_class", ""))
@@ -130,13 +171,7 @@ def heal(client: MeshClient, example: dict) -> HealReport:
         report.error = f"{error.code().name}: {error.details()}"
         return report
     diagnosis = answer.diagnosis
-    report.failure_id = diagnosis.failure_id
-    report.failure_class = common_pb2.FailureClass.Name(diagnosis.failure_class)
-    report.confidence = round(diagnosis.confidence, 3)
-    report.evidence = [f"{line.line}: {line.text}" for line in diagnosis.evidence]
-    report.decisive = diagnosis.template
-    report.hint = diagnosis.remediation_hint
-    report.redactions = diagnosis.redactions
+    read_diagnosis(report, diagnosis)
     if answer.HasField("plan"):
         report.plan = [common_pb2.ActionKind.Name(a.kind) for a in answer.plan.actions]
         report.rationale = answer.plan.rationale
@@ -157,28 +192,38 @@ def heal(client: MeshClient, example: dict) -> HealReport:
     return report
 
 
+def wrapped(label: str, text: str, width: int = WIDTH) -> str:
+    """`   label     : text`, wrapped at word boundaries with continuation lines under the
+    text; a word longer than a line (a path, a URL) stays whole on a line of its own."""
+    head = f"   {label:<10}: "
+    lines = textwrap.wrap(text, width=width, initial_indent=head, subsequent_indent=" " * len(head),
+                          break_long_words=False, break_on_hyphens=False)
+    return "\n".join(lines) or head.rstrip()
+
+
 def print_report(report: HealReport) -> None:
     print(f"\n== {report.file}  (expected {report.expected_class})")
     if report.error and not report.failure_id:
-        print(f"   error: {report.error}")
+        print(wrapped("error", report.error))
         return
-    print(f"   diagnosis : {report.failure_class} (confidence {report.confidence:.2f}), "
-          f"{report.redactions} secret(s) redacted, failure {report.failure_id}")
-    if report.evidence:
-        print(f"   step      : {report.evidence[0][:110]}")
+    print(wrapped("diagnosis", f"{report.failure_class} (confidence {report.confidence:.2f}), "
+                               f"{report.redactions} secret(s) redacted, failure {report.failure_id}"))
+    if report.step:
+        print(wrapped("step", report.step))
     if report.decisive:
-        print(f"   decisive  : {report.decisive[:110]}")
+        source = "" if report.decisive_from == "detector" else f" ({report.decisive_from})"
+        print(wrapped("decisive", f"line {report.decisive_line}{source}: {report.decisive}"))
     if report.hint:
-        print(f"   hint      : {report.hint[:110]}")
-    print(f"   plan      : {' -> '.join(report.plan) or '(none)'}")
+        print(wrapped("hint", report.hint))
+    print(wrapped("plan", " -> ".join(report.plan) or "(none)"))
     if report.rationale:
-        print(f"   because   : {report.rationale.splitlines()[0][:110]}")
+        print(wrapped("because", report.rationale.splitlines()[0]))
     for action in report.actions:
-        print(f"   action    : {action['kind']} {action['state']} by {action['by'] or '-'}: {action['detail'][:80]}")
+        print(wrapped("action", f"{action['kind']} {action['state']} by {action['by'] or '-'}: {action['detail']}"))
     proof = "inclusion proof verified against the signed tree head" if report.audit_verified else "NOT verified"
-    print(f"   audit     : {', '.join(report.audit_entries)} — {proof}")
+    print(wrapped("audit", f"{', '.join(report.audit_entries)} — {proof}"))
     if report.error:
-        print(f"   warning   : {report.error}")
+        print(wrapped("warning", report.error))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,7 @@ from services.detector.intake import (
 )
 from services.detector.patterns import Pattern
 from services.detector.service import DetectorCore, DiagnosisRecord
+from services.detector.steps import FailedStep
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +109,43 @@ def diagnosis_message(record: DiagnosisRecord) -> common_pb2.Diagnosis:
     )
     for line in record.evidence:
         message.evidence.append(common_pb2.EvidenceLine(line=line.line, text=line.text))
+    if record.failed_step is not None:
+        message.failed_step.CopyFrom(failed_step_message(record.failed_step))
+    if record.decisive_line is not None:
+        message.decisive_line.CopyFrom(
+            common_pb2.EvidenceLine(line=record.decisive_line.line, text=record.decisive_line.text)
+        )
     for test in record.failed_tests:
         classname, _, name = test.rpartition("::")
         message.failed_tests.append(common_pb2.FailedTest(name=test, classname=classname if name else ""))
     return message
+
+
+def failed_step_message(step: FailedStep) -> common_pb2.FailedStep:
+    message = common_pb2.FailedStep(
+        name=step.name,
+        command=step.command,
+        framing=step.framing,
+        start_line=step.start_line,
+        end_line=step.end_line,
+        end_text=step.end_text,
+    )
+    exit_code = int32_exit_code(step.exit_code)
+    if exit_code is not None:  # unknown stays absent, so it never reads as exit code 0
+        message.exit_code = exit_code
+    return message
+
+
+def int32_exit_code(code: int | None) -> int | None:
+    """The exit code as FailedStep.exit_code (int32) carries it, None when it cannot.
+
+    An exit status is 32 bits; Windows logs often print it unsigned (3221225477 is
+    0xC0000005, which GitHub also reports as -1073741819), so 2**31..2**32-1 map to
+    their signed form. A number wider than 32 bits is no exit status: left absent.
+    """
+    if code is None or not -(2**31) <= code < 2**32:
+        return None
+    return code - 2**32 if code >= 2**31 else code
 
 
 def pattern_message(pattern: Pattern) -> detector_pb2.Pattern:

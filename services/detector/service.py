@@ -53,6 +53,7 @@ from services.detector.model import FailureModel
 from services.detector.patterns import KnowledgeBase, Pattern
 from services.detector.retrain import LabelledLog, ModelRegistry, retrain
 from services.detector.sealing import KEY_BYTES, Sealer
+from services.detector.steps import FailedStep
 from services.detector.store import DetectorStore, FailureRecord
 from services.detector.templates import TemplateMiner
 
@@ -94,6 +95,10 @@ class DiagnosisRecord:
     cluster_id: str
     anomaly_score: float
     diagnosed_at: float
+    # The step that failed (None: the log shows no framing) and the real log line the
+    # decision rests on (None: no pattern decided).
+    failed_step: FailedStep | None = None
+    decisive_line: EvidenceLine | None = None
 
 
 @dataclass(frozen=True)
@@ -419,6 +424,8 @@ class DetectorCore:
             cluster_id=cluster_id,
             anomaly_score=anomaly,
             diagnosed_at=now,
+            failed_step=result.failed_step,
+            decisive_line=result.decisive_line,
         )
 
     def _stored_cluster(self, tenant: str, failure_id: str) -> str:
@@ -537,6 +544,8 @@ class DetectorCore:
             cluster_id=stored.cluster_id,
             anomaly_score=stored.anomaly_score,
             diagnosed_at=stored.created_at,
+            failed_step=stored.failed_step,
+            decisive_line=stored.decisive_line,
         )
 
     def list_clusters(self, tenant: str, page_size: int = 0, page_token: str = "") -> Page:

@@ -29,6 +29,7 @@ from services.detector.patterns import (
     validate_pattern,
 )
 from services.detector.sealing import Sealer, WrappedKey
+from services.detector.steps import FailedStep
 
 MIGRATIONS = [
     """
@@ -140,6 +141,32 @@ class StoredDiagnosis:
     failed_tests: tuple[str, ...] = ()
     flaky_tests: tuple[str, ...] = ()
     flaky_evidence_run_ids: tuple[str, ...] = ()
+    # None for a diagnosis stored before these were kept, as for a log without them.
+    failed_step: FailedStep | None = None
+    decisive_line: EvidenceLine | None = None
+
+
+def _sealed_step(step: FailedStep | None) -> dict[str, Any] | None:
+    if step is None:
+        return None
+    return {
+        "name": step.name, "command": step.command, "exit_code": step.exit_code, "framing": step.framing,
+        "start_line": step.start_line, "end_line": step.end_line, "end_text": step.end_text,
+    }
+
+
+def _opened_step(data: dict[str, Any] | None) -> FailedStep | None:
+    if data is None:
+        return None
+    return FailedStep(
+        name=data.get("name", ""),
+        command=data.get("command", ""),
+        exit_code=data.get("exit_code"),
+        framing=data.get("framing", ""),
+        start_line=data.get("start_line", 0),
+        end_line=data.get("end_line", 0),
+        end_text=data.get("end_text", ""),
+    )
 
 
 @dataclass(frozen=True)
@@ -280,6 +307,10 @@ class DetectorStore:
                 "failed_tests": list(result.failed_tests),
                 "flaky_tests": list(result.flaky_tests),
                 "flaky_evidence": list(flaky_evidence_run_ids),
+                # Log text (command, failure line, decisive line): sealed like the evidence.
+                "failed_step": _sealed_step(result.failed_step),
+                "decisive_line": None if result.decisive_line is None
+                else [result.decisive_line.line, result.decisive_line.text],
             }
         ).encode("utf-8")
         sealed = self._sealer.seal(self._tenant_key(tenant), failure_id, secret)
@@ -341,6 +372,8 @@ class DetectorStore:
             failed_tests=tuple(opened.get("failed_tests", ())),
             flaky_tests=tuple(opened.get("flaky_tests", ())),
             flaky_evidence_run_ids=tuple(opened.get("flaky_evidence", ())),
+            failed_step=_opened_step(opened.get("failed_step")),
+            decisive_line=EvidenceLine(*decisive) if (decisive := opened.get("decisive_line")) else None,
         )
 
     def failures_with_signature(self, tenant: str, signature: str, limit: int = 100) -> list[str]:

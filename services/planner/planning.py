@@ -57,6 +57,7 @@ MAX_EVIDENCE_LINES = 3
 # (A cache cleared, a limit raised or a test quarantined once is done.)
 REPEATABLE_ACTIONS: frozenset[ActionKind] = frozenset({ActionKind.RETRY, ActionKind.RETRY_ON_FRESH_RUNNER})
 MAX_EVIDENCE_CHARS = 200
+MAX_STEP_CHARS = 80  # of the failed command quoted in a rationale
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,12 @@ class PlanRequest:
     risk_summary: str = ""
     runner: str = ""
     memory_limit_mb: int | None = None
+    # From the detector, for the rationale only: the failed step's command (else its name)
+    # and exit code, and the log line the diagnosis rests on (1-based; 0 and "" when none).
+    failed_step: str = ""
+    failed_exit_code: int | None = None
+    decisive_line_number: int = 0
+    decisive_line: str = ""
 
 
 @dataclass(frozen=True)
@@ -408,6 +415,9 @@ def _rationale(
     else:
         diagnosis += "; the detector quoted no evidence lines"
     lines.append(diagnosis + ".")
+    where = _where_it_failed(request)
+    if where:
+        lines.append(where)
     if candidates:
         how = "Thompson sampling, exploration on" if policy.exploration else "posterior mean, exploration off"
         rates = "; ".join(_rate_phrase(c.kind, c.post, policy, request) for c in candidates)
@@ -438,6 +448,28 @@ def _rationale(
     if plan.requires_approval:
         lines.append("A human must approve this plan before it runs.")
     return "\n".join(lines)
+
+
+def _clip(text: str, limit: int) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def _where_it_failed(request: PlanRequest) -> str:
+    """One short sentence: the failed step and the decisive log line, when the detector found them."""
+    parts: list[str] = []
+    if request.failed_step.strip():
+        step = f"Failed step: `{_clip(request.failed_step, MAX_STEP_CHARS)}`"
+        if request.failed_exit_code is not None:
+            step += f" (exit {request.failed_exit_code})"
+        parts.append(step)
+    if request.decisive_line.strip():
+        at = f" {request.decisive_line_number}" if request.decisive_line_number > 0 else ""
+        parts.append(f'decisive line{at}: "{_clip(request.decisive_line, MAX_EVIDENCE_CHARS)}"')
+    if not parts:
+        return ""
+    sentence = "; ".join(parts) + "."
+    return sentence[0].upper() + sentence[1:]
 
 
 def _describe_step(action: PlannedAction) -> str:

@@ -92,6 +92,7 @@ class PlannerServicer(planner_pb2_grpc.PlannerServicer):
         if request.memory_limit_mb < 0:
             raise InvalidArgument("memory_limit_mb", f"must be >= 0, got {request.memory_limit_mb}")
         risk, risk_summary = await self._forecast(tenant, diagnosis.job)
+        step = diagnosis.failed_step if diagnosis.HasField("failed_step") else None
         plan_request = PlanRequest(
             tenant=tenant, failure_id=diagnosis.failure_id, failure_class=failure_class,
             confidence=diagnosis.confidence, evidence=tuple(line.text for line in diagnosis.evidence[:5]),
@@ -102,6 +103,9 @@ class PlannerServicer(planner_pb2_grpc.PlannerServicer):
             last_good_revision=request.last_good_revision or None, job_duration_s=diagnosis.duration_seconds,
             risk=risk, risk_summary=risk_summary, runner=diagnosis.job.runner,
             memory_limit_mb=request.memory_limit_mb or None,
+            failed_step=(step.command or step.name) if step is not None else "",
+            failed_exit_code=step.exit_code if step is not None and step.HasField("exit_code") else None,
+            decisive_line_number=diagnosis.decisive_line.line, decisive_line=diagnosis.decisive_line.text,
         )
         try:
             # Planning reads and the save below writes SQLite with fsync: off the event loop.

@@ -408,6 +408,42 @@ def test_flaky_evidence_from_history_through_the_gateway(operator: MeshClient) -
     assert sorted(r.passed for r in history.runs) == [False, True]
 
 
+GITHUB_DISK_FULL = b"""\
+2025-03-11T10:09:40.1000000Z ##[group]Run actions/checkout@v4
+2025-03-11T10:09:41.1000000Z Syncing repository: acme/web
+2025-03-11T10:09:42.1000000Z ##[endgroup]
+2025-03-11T10:09:43.1000000Z ##[group]Run docker build -t acme/web:4711 .
+2025-03-11T10:09:43.1000000Z docker build -t acme/web:4711 .
+2025-03-11T10:09:43.1000000Z ##[endgroup]
+2025-03-11T10:09:44.1000000Z #7 [3/5] RUN npm ci
+2025-03-11T10:09:45.1000000Z write /var/lib/docker/tmp/buildkit-mount8812/blob-4711: no space left on device
+2025-03-11T10:09:46.1000000Z ##[error]Process completed with exit code 1.
+"""
+
+
+def test_a_github_actions_log_comes_back_with_its_failed_step_and_decisive_line(operator: MeshClient) -> None:
+    answer = operator.detector.ReportFailure(
+        detector_pb2.ReportFailureRequest(report=report("7101"), log=GITHUB_DISK_FULL),
+        metadata=operator.metadata,
+        timeout=30,
+    )
+    stored = operator.detector.GetDiagnosis(
+        detector_pb2.GetDiagnosisRequest(failure_id=answer.diagnosis.failure_id),
+        metadata=operator.metadata,
+        timeout=10,
+    )
+    log_lines = GITHUB_DISK_FULL.decode().splitlines()
+    for diagnosis in (answer.diagnosis, stored):
+        step, decisive = diagnosis.failed_step, diagnosis.decisive_line
+        assert diagnosis.HasField("failed_step") and diagnosis.HasField("decisive_line"), diagnosis
+        assert (step.command, step.exit_code, step.framing, step.end_line) == (
+            "docker build -t acme/web:4711 .", 1, "github_actions", 9
+        )
+        # The real line (the template reads "write <path>: ..."), at its own line number.
+        assert decisive.text and decisive.text in log_lines[decisive.line - 1], (decisive, diagnosis.template)
+        assert "<" not in decisive.text and decisive.text != diagnosis.template
+
+
 def test_retrain_without_enough_confirmed_labels_says_so(
     tenant_admin: MeshClient, operator: MeshClient
 ) -> None:

@@ -116,6 +116,23 @@ def test_a_diagnosis_is_stored_sealed_and_survives_a_restart(tmp_path: Path) -> 
     again.close()
 
 
+def test_the_failed_step_and_decisive_line_are_kept_across_a_restart(tmp_path: Path) -> None:
+    log = (
+        b"##[group]Run npm run build\nnpm run build\n##[endgroup]\n"
+        + OOM
+        + b"##[error]Process completed with exit code 134.\n"
+    )
+    core = open_core(tmp_path)
+    first = core.diagnose(meta(), log, None)
+    core.close()
+    assert first.failed_step is not None and first.failed_step.command == "npm run build"
+    assert first.decisive_line is not None and "heap out of memory" in first.decisive_line.text
+    again = open_core(tmp_path)
+    stored = again.get("acme", first.metadata.failure_id)
+    again.close()
+    assert (stored.failed_step, stored.decisive_line) == (first.failed_step, first.decisive_line)
+
+
 def test_reporting_the_same_attempt_twice_counts_once(core: DetectorCore) -> None:
     a = core.diagnose(meta(), OOM, None)
     b = core.diagnose(meta(), OOM, None)

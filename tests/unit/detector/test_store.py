@@ -1,3 +1,5 @@
+import dataclasses
+import json
 import os
 from pathlib import Path
 
@@ -102,3 +104,49 @@ def test_outcomes(store: DetectorStore) -> None:
     store.record_outcome("acme", "f-1", "RETRY", True, "passed on attempt 2")
     assert store.outcomes("acme", "f-1") == [("RETRY", True, "passed on attempt 2")]
     assert store.outcomes("globex", "f-1") == []
+
+
+GITHUB_LOG = b"""##[group]Run npm test
+npm test
+##[endgroup]
+> web@1.0.0 test
+FATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory
+##[error]Process completed with exit code 134.
+"""
+
+
+def test_failed_step_and_decisive_line_survive_the_round_trip_sealed(store: DetectorStore, tmp_path: Path) -> None:
+    store.upsert_failure(_failure("acme"))
+    result = Diagnoser().diagnose(GITHUB_LOG)
+    assert result.failed_step is not None and result.decisive_line is not None
+    store.save_diagnosis("acme", "f-1", result)
+    stored = store.get_diagnosis("acme", "f-1")
+    assert stored.failed_step == result.failed_step and stored.failed_step.end_text == result.failed_step.end_text
+    assert stored.decisive_line == result.decisive_line
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert b"npm test" not in raw and b"exit code 134" not in raw  # log text: sealed like the evidence
+
+
+def test_a_diagnosis_without_step_or_decisive_line_reads_back_as_none(store: DetectorStore) -> None:
+    store.upsert_failure(_failure("acme"))
+    result = dataclasses.replace(Diagnoser().diagnose(GITHUB_LOG), failed_step=None, decisive_line=None)
+    store.save_diagnosis("acme", "f-1", result)
+    stored = store.get_diagnosis("acme", "f-1")
+    assert stored.failed_step is None and stored.decisive_line is None
+
+
+def test_a_diagnosis_stored_before_steps_were_kept_still_loads(store: DetectorStore) -> None:
+    store.upsert_failure(_failure("acme"))
+    result = Diagnoser().diagnose(GITHUB_LOG)
+    store.save_diagnosis("acme", "f-1", result)
+    # What the previous version sealed: no "failed_step", no "decisive_line".
+    older = json.dumps({
+        "evidence": [[e.line, e.text] for e in result.evidence], "excerpt": result.redacted_excerpt,
+        "template": result.template, "failed_tests": [], "flaky_tests": [], "flaky_evidence": [],
+    }).encode()
+    sealed = store._sealer.seal(store._tenant_key("acme"), "f-1", older)
+    with store._db.transaction() as conn:
+        conn.execute("UPDATE diagnoses SET sealed_evidence = ? WHERE tenant = 'acme' AND failure_id = 'f-1'", (sealed,))
+    stored = store.get_diagnosis("acme", "f-1")
+    assert stored.failed_step is None and stored.decisive_line is None
+    assert stored.evidence == result.evidence and stored.failure_class == result.failure_class

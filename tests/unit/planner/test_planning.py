@@ -141,6 +141,20 @@ def test_rationale_explains_evidence_rates_risk_and_rule():
     assert "probability 40%" in without.rationale
 
 
+def test_rationale_quotes_the_failed_step_and_the_decisive_line_when_the_detector_found_them():
+    decisive = "java.lang.OutOfMemoryError: Java heap space"
+    p = plan(request(failed_step="./gradlew build --no-daemon", failed_exit_code=137,
+                     decisive_line_number=812, decisive_line=decisive))
+    assert f'Failed step: `./gradlew build --no-daemon` (exit 137); decisive line 812: "{decisive}".' in p.rationale
+    long_command = "npm run build -- " + "--flag " * 40
+    clipped = plan(request(failed_step=long_command, decisive_line="")).rationale
+    assert "Failed step: `npm run build -- --flag" in clipped and "...`." in clipped
+    assert long_command.strip() not in clipped
+    assert "Failed step" not in plan(request()).rationale and "decisive line" not in plan(request()).rationale
+    only_line = plan(request(decisive_line_number=3, decisive_line=decisive)).rationale
+    assert f'Decisive line 3: "{decisive}".' in only_line
+
+
 def test_expected_figures_add_up():
     p = plan(request(), policy=dataclasses.replace(default_policies()[F.OUT_OF_MEMORY], exploration=False))
     p1, p2 = (a.expected_success for a in p.actions[:2])

@@ -47,3 +47,22 @@ def test_bad_diagnosis_fields_are_named_as_the_caller_sent_them(
 def test_a_good_diagnosis_is_planned(servicer: PlannerServicer) -> None:
     _plan(servicer)
     assert servicer.store.plans_for_failure("acme", "f-1")
+
+
+def _rationale(servicer: PlannerServicer, **diagnosis: object) -> str:
+    fields = {"failure_id": "f-2", "failure_class": common_pb2.NETWORK, "confidence": 0.9, **diagnosis}
+    request = planner_pb2.PlanHealingRequest(diagnosis=common_pb2.Diagnosis(**fields))  # type: ignore[arg-type]
+    return asyncio.run(servicer.PlanHealing(request, None)).rationale
+
+
+def test_the_rationale_quotes_the_diagnosis_failed_step_and_decisive_line(servicer: PlannerServicer) -> None:
+    rationale = _rationale(
+        servicer,
+        failed_step=common_pb2.FailedStep(name="Run npm ci", command="npm ci", exit_code=1, framing="github_actions"),
+        decisive_line=common_pb2.EvidenceLine(line=52, text="npm ERR! network socket hang up"),
+    )
+    assert 'Failed step: `npm ci` (exit 1); decisive line 52: "npm ERR! network socket hang up".' in rationale
+    # A step with no command is named; an exit code the log did not give is not invented.
+    unnamed = _rationale(servicer, failure_id="f-3", failed_step=common_pb2.FailedStep(name="step_script"))
+    assert "Failed step: `step_script`." in unnamed
+    assert "Failed step" not in _rationale(servicer, failure_id="f-4")
