@@ -24,16 +24,18 @@ from a simulated classifier, in one of two modes:
   measured (default)    replays the detector as measured on real CI logs by
                         `python -m bench.real_ci_eval` (bench/results/real_ci_eval.json, key
                         "classifier_behaviour"): for a failure whose true class is C the answer
-                        is drawn from the confusion row of C, add-one smoothed over the 12
-                        classes and UNKNOWN; a class the corpus has no row for (FLAKY_TEST,
+                        is drawn from the confusion row of C, smoothed towards the pooled
+                        behaviour (empirical Bayes: 13 pseudo-answers shaped like the pooled
+                        confusion, so a row of one or three logs shrinks towards the measured
+                        overall accuracy rather than towards uniform); a class the corpus has no row for (FLAKY_TEST,
                         DISK_FULL today) gets the pooled behaviour (the measured UNKNOWN rate,
                         the measured accuracy, wrong answers spread over the other classes as
                         measured). A right answer's confidence is drawn from the measured
                         confidences of right answers, a wrong one's from those of wrong
                         answers; UNKNOWN gets a confidence below the eval's threshold.
-                        (--smoothing-prior pooled shapes the same prior mass like the pooled
-                        behaviour instead, so a row of one or three logs is not flattened
-                        towards uniform.)
+                        (--smoothing-prior uniform is plain add-one smoothing instead: it
+                        flattens thin rows towards uniform, which reads a class seen in one
+                        log as right 14% of the time.)
   assumed (--accuracy)  the old classifier: right with the given probability; a wrong answer
                         is UNKNOWN 40 % of the time, another class otherwise; confidence only
                         partly informative.
@@ -794,9 +796,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the real-CI evaluation whose classifier behaviour is replayed (measured mode)")
     parser.add_argument("--smoothing", type=float, default=1.0,
                         help="Dirichlet pseudo-count per answer added to each measured confusion row")
-    parser.add_argument("--smoothing-prior", choices=("uniform", "pooled"), default="uniform",
-                        help="shape of the smoothing prior: uniform (add-one, the default) or the pooled behaviour "
-                             "(the same prior mass; thin rows shrink towards the pooled accuracy, not uniform)")
+    parser.add_argument("--smoothing-prior", choices=("uniform", "pooled"), default="pooled",
+                        help="shape of the smoothing prior: the pooled behaviour (the default; thin rows shrink "
+                             "towards the pooled accuracy) or uniform (add-one; thin rows flatten towards uniform)")
     parser.add_argument("--cluster-purity", type=float, default=None,
                         help="share of failures whose cluster id follows the root cause "
                              "(default: from bench/results/loghub_grouping.json)")

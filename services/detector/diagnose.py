@@ -316,6 +316,10 @@ JOB_LEVEL_CLASSES = frozenset({
 NOISE_CLASSES = frozenset({
     FailureClass.NETWORK, FailureClass.PERMISSION, FailureClass.CONFIGURATION, FailureClass.DEPENDENCY_FETCH,
 })
+COMMAND_LINE_PENALTY = 20
+# A line that shows a command being run (shell trace, GitLab/Travis `$ `, a GitHub step
+# header): its words are the command's, not an error it printed.
+_COMMAND_LINE = re.compile(r"\++ |\$ |##\[group\]Run |Run ")
 _WARNING_LINE = re.compile(r"(?i)\bwarn(?:ing)?s?\b|\bwarn\(|^W: |\[WARN")
 
 
@@ -524,6 +528,7 @@ class Diagnoser:
         for failure_class, tally in scan.tallies.items():
             best: Match | None = None
             best_priority = -1
+            best_rank: tuple[int, bool, int] = (-1, False, 0)
             inside = 0
             candidates = list(scan.recent.get(failure_class, ()))
             if all(m.line_no != tally.best.line_no for m in candidates):
@@ -538,10 +543,14 @@ class Diagnoser:
                     inside += 1
                 if failure_class in NOISE_CLASSES and _WARNING_LINE.search(match.line):
                     penalty += WARNING_PENALTY
+                if _COMMAND_LINE.match(match.line):
+                    penalty += COMMAND_LINE_PENALTY  # the command as traced, not what it printed
                 priority = max(0, match.pattern.priority - penalty)
-                if priority > best_priority or (priority == best_priority and best is not None
-                                                and match.line_no < best.line_no):
-                    best, best_priority = match, priority
+                # Ties go to the provider's own error annotation, then to the line nearest where
+                # the step failed (the last: a log repeats its error as it gives up).
+                rank = (priority, match.line.startswith("##[error]"), match.line_no)
+                if best is None or rank > best_rank:
+                    best, best_priority, best_rank = match, priority, rank
             assert best is not None
             if best_priority != best.pattern.priority:
                 best = Match(dataclasses.replace(best.pattern, priority=best_priority), best.line_no, best.line,

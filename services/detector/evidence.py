@@ -27,6 +27,7 @@ CANDIDATES_PER_CLASS = 4
 # Beside the first candidates, the last ones of each class: the failing step is usually
 # near the end of the log, and its lines are the evidence.
 RECENT_CANDIDATES_PER_CLASS = 6
+MAX_MATCHED_LINES = 8  # matched lines shown before context lines fill the rest
 
 _UNANCHORED = re2._Anchor.UNANCHORED
 _STEP_OPTIONS = re2.Options()
@@ -163,10 +164,13 @@ class EvidenceCollector:
         pool = inside or every
         if deciding is not None and not any(c.match.line_no == deciding.line_no for c in pool):
             pool = [_Candidate(deciding, None, {deciding.line_no: clip(deciding.line)}), *pool]
+        # The deciding line first, then the strongest matches, the latest first among equals
+        # (nearest where the step gave up); at most MAX_MATCHED_LINES of them.
         candidates = sorted(
             pool,
-            key=lambda c: (deciding is None or c.match.line_no != deciding.line_no, c.match.line_no),
-        )[: CANDIDATES_PER_CLASS + 1]
+            key=lambda c: (deciding is None or c.match.line_no != deciding.line_no,
+                           -c.match.pattern.priority, -c.match.line_no),
+        )[:MAX_MATCHED_LINES]
         chosen: dict[int, str] = {}
         # Matched lines and the step first (they explain); context fills what room is left.
         for candidate in candidates:

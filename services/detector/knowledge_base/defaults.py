@@ -395,7 +395,7 @@ _RULES: list[tuple[str, F, int, str, str]] = [
     ("timeout.generic-exceeded", F.TIMEOUT, 56, r"(?i)\b(execution|build|job|step|command) (timed out|timeout exceeded)\b|\bTimeout exceeded\b", "something hit its time limit"),
     ("infra.gha-cancelled", F.INFRASTRUCTURE, 58, r"##\[error\]The operation was canceled\.|^Error: The operation was canceled\.", "GitHub cancelled the step (a timeout, a newer run or a person)"),
     ("oom.cc1plus", F.OUT_OF_MEMORY, 88, r"internal compiler error: Killed \(program cc1(plus)?\)|g\+\+: fatal error: Killed signal", "the compiler was killed for memory"),
-    ("infra.artifact-service", F.INFRASTRUCTURE, 70, r"Unable to download artifact\(s\)|Artifact not found for name|Failed to (CreateArtifact|FinalizeArtifact)|Failed to (upload|download) artifact", "the CI provider's artifact service failed"),
+    ("infra.artifact-service", F.INFRASTRUCTURE, 70, r"Unable to download artifact\(s\)|Artifact not found for name|Failed to (CreateArtifact|FinalizeArtifact)", "the CI provider's artifact service failed"),
     ("infra.runner-signal", F.INFRASTRUCTURE, 80, r"##\[error\]received (SIGINT|SIGTERM|SIGKILL)|^Error: received (SIGINT|SIGTERM)", "the runner was sent a signal from outside the job"),
     ("infra.pod-online", F.INFRASTRUCTURE, 80, r"pod failed to come online|Pod [^ ]+ is (not ready|unschedulable)|failed to create pod sandbox", "the job's pod never came up"),
     ("infra.api-rate-limit", F.INFRASTRUCTURE, 76, r"API rate limit exceeded|secondary rate limit|You have exceeded a secondary rate limit", "the provider's API refused for rate limits"),
