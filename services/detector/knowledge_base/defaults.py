@@ -379,7 +379,10 @@ _RULES: list[tuple[str, F, int, str, str]] = [
     ("dep.dotnet-restore", F.DEPENDENCY_FETCH, 66, r"error NU[0-9]{4}: |Failed to download package '|Unable to find package [^ ]+\. No packages exist", "NuGet restore failed"),
     ("dep.cabal-stack", F.DEPENDENCY_FETCH, 66, r"cabal: Could not resolve dependencies|Error: While constructing the build plan|rejecting: [^ ]+ \(conflict", "cabal/stack could not resolve dependencies"),
     # --- build configuration -----------------------------------------------------------------
-    ("config.cmake-error", F.CONFIGURATION, 66, r"^CMake Error( at [^ ]+:[0-9]+)?( \([A-Za-z_]+\))?:|-- Configuring incomplete, errors occurred!|Could NOT find [A-Za-z0-9_]+ \(missing:", "CMake could not configure the build"),
+    ("config.cmake-error", F.CONFIGURATION, 66, r"^CMake Error( at [^ ]+:[0-9]+)?( \([A-Za-z_]+\))?:|-- Configuring incomplete, errors occurred!", "CMake could not configure the build"),
+    ("config.cmake-not-found", F.CONFIGURATION, 44, r"Could NOT find [A-Za-z0-9_]+ \(missing:", "CMake did not find a package (fatal only if it was required)"),
+    ("dep.rpm-dnf", F.DEPENDENCY_FETCH, 70, r"nothing provides [^ ]+.* needed by |No match for argument: |Problem: nothing provides requested|error: Failed build dependencies:|^\s+[^ ]+ is needed by [^ ]+$|Unable to find a match: ", "dnf/rpmbuild: a build dependency is not available"),
+    ("config.rpm-bad-file", F.CONFIGURATION, 62, r"^error: Bad file: |^error: File [^ ]+: No such file or directory|^error: line [0-9]+: ", "rpmbuild: the spec file or a source it names is wrong"),
     ("config.autoconf", F.CONFIGURATION, 66, r"^configure: error: |^config\.status: error: ", "autoconf ./configure failed"),
     ("config.meson", F.CONFIGURATION, 66, r"meson\.build:[0-9]+:[0-9]+: ERROR: |^ERROR: Dependency \"[^\"]+\" not found", "meson could not configure the build"),
     ("config.pkg-config", F.CONFIGURATION, 60, r"Package [^ ]+ was not found in the pkg-config search path|No package '[^']+' found", "a system library is missing (pkg-config)"),
