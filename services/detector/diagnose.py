@@ -664,6 +664,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{result.failure_class.name}  confidence {result.confidence:.2f}  ({result.decided_by})")
     if result.remediation_hint:
         print(f"hint: {result.remediation_hint}")
+    step = result.failed_step
+    if step is not None:
+        exit_text = f" (exit {step.exit_code})" if step.exit_code is not None else ""
+        label = step.command or step.name or "(unnamed step)"
+        print(f"failed step: {label}{exit_text}, {step.framing}, reported at line {step.end_line}")
+    if result.decisive_line is not None:
+        print(f"decisive line {result.decisive_line.line}: {result.decisive_line.text}")
     print(f"signature: {result.signature[:16]}  template: {result.template}")
     if result.failed_tests:
         print("failed tests: " + ", ".join(result.failed_tests[:10]))
