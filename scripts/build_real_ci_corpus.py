@@ -683,6 +683,337 @@ def build_bugswarm() -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------
+# BugSwarm/bugswarm: tests/analyzer/travis_data/**.log (Travis CI job logs the BugSwarm
+# analyzer is tested on) with the expected results in tests/analyzer/test_travis.py. Same
+# curator as `bugswarm` above (its GitHub Actions logs), kept as a separate source.
+# The cause is read at the last error before 'The command "..." exited with N.' (or
+# '... failed and exited with N during .', or Travis' own termination message).
+BUGSWARM_TRAVIS_BASE = "tests/analyzer/travis_data/"
+BUGSWARM_TRAVIS_CAP = 100_000  # bytes per committed log (as bugswarm: 300 kB would exceed the 20 MB corpus budget)
+BUGSWARM_TRAVIS_TAIL = 150
+BUGSWARM_TRAVIS_HEAD = 40
+BUGSWARM_TRAVIS_FOLDER_CAP = {"logs": 8, "build_language_not_java": 8}  # first N per folder (sorted path order); others:
+BUGSWARM_TRAVIS_DEFAULT_CAP = 12
+_ANSI = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]|\r")
+_FAILED_CMD = re.compile(rb'The command "(.*?)" (?:failed and )?exited with ([1-9]\d*)')
+_TRAVIS_END = re.compile(rb"Done\. Your build exited with (\d+)\.")
+_TRAVIS_TERM = (b"No output has been received in the last", b"The job exceeded the maximum time limit")
+
+
+def _bt_folder(rel: str) -> str:
+    parts = rel.split("/")
+    return "/".join(parts[:2]) if parts[0] == "javascript" else parts[0]
+
+
+def _bt_status(data: bytes) -> str | None:
+    """'failed' (exit N != 0), 'errored' (a set-up command failed, build stopped),
+    'terminated' (Travis stopped it), or None (passed, or the log has no end)."""
+    tail = data[-4000:]
+    m = _TRAVIS_END.findall(tail)
+    if m and m[-1] != b"0":
+        return "failed"
+    if m:
+        return None
+    if b"failed and exited with" in data and b"Your build has been stopped." in tail:
+        return "errored"
+    if any(t in tail for t in _TRAVIS_TERM):
+        return "terminated"
+    return None
+
+
+def _bt_failure_key(data: bytes) -> tuple[bytes, bytes]:
+    """(failing command, the last 20 non-blank lines before it, digits blanked): two logs
+    with the same key are copies of one failure (e.g. the same set-up step failing the same way)."""
+    lines = [_ANSI.sub(b"", ln) for ln in data.split(b"\n")]
+    idx = [i for i, ln in enumerate(lines) if _FAILED_CMD.search(ln)]
+    if not idx:
+        return (b"", b"")
+    i = idx[0]
+    cmd = _FAILED_CMD.search(lines[i]).group(1)
+    prev = [ln.strip() for ln in lines[max(0, i - 200) : i] if ln.strip() and not ln.startswith(b"travis_")][-20:]
+    return (cmd, re.sub(rb"\d+", b"N", b"\n".join(prev)))
+
+
+def _travistorrent_index() -> dict[str, set]:
+    """sha256, first 2 KB, job/build ids and (commit, build number) of every TravisTorrent dev_logs log."""
+    mirror = "TestRoots+travistorrent-tools"
+    idx: dict[str, set] = {"sha": set(), "head": set(), "ids": set(), "builds": set()}
+    for p in git_ls(mirror, "dev_logs"):
+        if not p.endswith(".log"):
+            continue
+        d = git_show(mirror, p)
+        name = Path(p).name
+        idx["sha"].add(hashlib.sha256(d).hexdigest())
+        if d:
+            idx["head"].add(d[:2048])
+        idx["ids"] |= set(re.findall(r"(?<![0-9a-f])(\d{6,})(?![0-9a-f])", name))
+        idx["ids"] |= {x.decode() for x in re.findall(rb"(?:Job|Build) id: (\d+)", d)}
+        m = re.match(r"(\d+)_([0-9a-f]{40})_", name)
+        if m:
+            idx["builds"].add((m.group(2), m.group(1)))
+    return idx
+
+
+def _bt_overlap(rel: str, data: bytes, tt: dict[str, set]) -> str | None:
+    name = Path(rel).name
+    if hashlib.sha256(data).hexdigest() in tt["sha"]:
+        return "same bytes"
+    ids = set(re.findall(r"^(\d{6,})", name)) | {x.decode() for x in re.findall(rb"(?:Job|Build) id: (\d+)", data[:5000])}
+    if ids & tt["ids"]:
+        return "same job id"
+    if data[:2048] in tt["head"]:
+        return "first 2 KB identical"
+    m = re.match(r"([0-9a-f]{40})-(\d+)\.\d+\.log$", name)
+    if m and (m.group(1), m.group(2)) in tt["builds"]:
+        return "same commit and build number"
+    return None
+
+
+def bugswarm_travis_selection() -> tuple[list[str], dict[str, int]]:
+    """The fixed selection rule (see PROVENANCE.md): paths under travis_data/, and why the others were left out."""
+    mirror = "BugSwarm+bugswarm"
+    tt = _travistorrent_index()
+    why: dict[str, int] = {}
+    seen_sha: set[str] = set()
+    seen_ids: set[str] = set()
+    seen_builds: set[tuple[str, str]] = set()
+    seen_keys: set[tuple[bytes, bytes]] = set()
+    per_folder: dict[str, int] = {}
+    chosen: list[str] = []
+
+    def skip(reason: str) -> None:
+        why[reason] = why.get(reason, 0) + 1
+
+    for path in sorted(git_ls(mirror, BUGSWARM_TRAVIS_BASE)):
+        if not path.endswith(".log"):
+            continue
+        rel = path.removeprefix(BUGSWARM_TRAVIS_BASE)
+        folder, name = _bt_folder(rel), Path(rel).name
+        try:
+            data = git_show(mirror, path)
+        except subprocess.CalledProcessError:
+            skip("absent from the mirror snapshot")
+            continue
+        if not data:
+            skip("empty")
+            continue
+        if folder == "unknowns":
+            skip("unknowns/ (a docker error, not a job log)")
+            continue
+        if re.search(r"-(repr|modified)", name) or name.startswith("nose-"):
+            skip("reproduced/modified/fragment (result_comparer -repr, -modified, nose-*)")
+            continue
+        ov = _bt_overlap(rel, data, tt)
+        if ov:
+            skip(f"travistorrent near-copy ({ov})")
+            continue
+        if _bt_status(data) is None:
+            skip("passed, or no end of job in the log")
+            continue
+        sha = hashlib.sha256(data).hexdigest()
+        ids = set(re.findall(r"^(\d{6,})", name)) | {x.decode() for x in re.findall(rb"Job id: (\d+)", data[:5000])}
+        m = re.match(r"([0-9a-f]{40})-(\d+)\.\d+\.log$", name)
+        build = (m.group(1), m.group(2)) if m else None
+        key = _bt_failure_key(data)
+        if sha in seen_sha:
+            skip("byte copy of an earlier log")
+            continue
+        if ids & seen_ids:
+            skip("same job id as an earlier log")
+            continue
+        if build and build in seen_builds:
+            skip("another job of a build already taken")
+            continue
+        if key != (b"", b"") and key in seen_keys:
+            skip("same failing command and last 20 lines as an earlier log")
+            continue
+        seen_sha.add(sha)
+        seen_ids |= ids
+        if build:
+            seen_builds.add(build)
+        seen_keys.add(key)
+        if per_folder.get(folder, 0) >= BUGSWARM_TRAVIS_FOLDER_CAP.get(folder, BUGSWARM_TRAVIS_DEFAULT_CAP):
+            skip("over the folder cap")
+            continue
+        per_folder[folder] = per_folder.get(folder, 0) + 1
+        chosen.append(rel)
+    return chosen, why
+
+
+def _bugswarm_travis_expected(mirror: str) -> dict[str, dict[str, str]]:
+    """'<folder attr>/<log>' -> the values test_travis.py asserts for it (job id, repo, status, failed tests)."""
+    text = git_show(mirror, "tests/analyzer/test_travis.py").decode()
+    attr_dir = dict(re.findall(r"^    (\w+) = data_dir \+ '([^']+)'", text, re.M))
+    out: dict[str, dict[str, str]] = {}
+    for block in re.split(r"\n    def ", text):
+        logs = re.findall(r"log\w* = '([^']+\.log)'", block)
+        folders = re.findall(r"join\(self\.(\w+), ", block)
+        vals = {k: re.findall(pat, block) for k, pat in (
+            ("job", r"job_id\w* = (\d+)"), ("repo", r"repo\w* = '([^']+)'"),
+            ("status", r"compare_status\(\w+, '(\w+)'\)"), ("failed", r"compare_num_t_failed\(\w+, (\d+)\)"))}
+        for i, log_ in enumerate(logs):
+            if i >= len(folders) or folders[i] not in attr_dir:
+                continue
+            rel = attr_dir[folders[i]] + log_
+            d = {k: v[i] for k, v in vals.items() if i < len(v)}
+            out.setdefault(rel, d)
+    return out
+
+
+# (path under travis_data/, class, confidence, basis, needles that find the decisive lines)
+BUGSWARM_TRAVIS_LABELS: list[tuple[str, str, str, str, list[str]]] = [
+    ("ant/233645906-orig.log", "TEST_FAILURE", "high", "ant junit: 'Test wyc.testing.AllValidVerificationTest failed' (RuntimeException: unknown bytecode encountered), 'BUILD FAILED' before 'ant test' exited with 1", ["Test wyc.testing.AllValidVerificationTest failed"]),
+    ("ant/264241708-orig.log", "TEST_FAILURE", "high", "ant junit: 'AssertionFailedError: Output does not match reference', 'Test wyc.testing.AllInvalidTest failed'", ["junit.framework.AssertionFailedError: Output does not match reference", "Test wyc.testing.AllInvalidTest failed"]),
+    ("build_language_not_java/052629fc54996048ea70826a7442e4be0349743a-3.1.log", "CONFIGURATION", "medium", "android set-up step 'android create avd ... -t $ANDROID_TARGET' failed: 'Error: Target id is not valid' (the SDK components the job asks for were not installed: 'Failed to create directory /usr/local/android-sdk/extras/android/support')", ["Error: Target id is not valid.", "Failed to create directory /usr/local/android-sdk/extras/android/support"]),
+    ("build_language_not_java/0576ea4403808a58bbbfb86a81e1c933fbeeec77-3.1.log", "COMPILE_ERROR", "low", "set-up step 'python2 build/create_tests.py' failed: 'ImportError: No module named airspeed', then 'NameError: name 'test_path' is not defined' (the script needs a module the build never installs); judgement call (could be read as DEPENDENCY_FETCH)", ["ImportError: No module named airspeed", "NameError: name 'test_path' is not defined"]),
+    ("build_language_not_java/0c3d3df09ed4e813ab06a3f84eb12d081aa5d080-31.1.log", "CONFIGURATION", "medium", "the ant build and java tests passed ('BUILD SUCCESSFUL'); then 'nosetests: command not found' and the command exited with 127 (the test tool is not installed in the job)", ["nosetests: command not found"]),
+    ("build_language_not_java/0cc69d8f93b19465d041c6561a2b3a7272b57dac-6.1.log", "OUT_OF_MEMORY", "high", "sbt JVM start: 'os::commit_memory(...) failed; error='Cannot allocate memory' (errno=12)', 'Native memory allocation (malloc) failed to allocate 1431699456 bytes'", ["error='Cannot allocate memory' (errno=12)", "Native memory allocation (malloc) failed"]),
+    ("build_language_not_java/0f4508cc677abe2a93d1529ecda19b657c3afd3b-10.1.log", "OUT_OF_MEMORY", "high", "sbt JVM start: 'os::commit_memory(...) failed; error='Cannot allocate memory' (errno=12)', 'Native memory allocation (malloc) failed to allocate 715784192 bytes'", ["error='Cannot allocate memory' (errno=12)", "Native memory allocation (malloc) failed"]),
+    ("build_language_not_java/12c20daefc8c74426cdf1b0c4b91381e75298289-395.1.log", "DEPENDENCY_FETCH", "medium", "pants bootstrap: 'DistributionNotFound: elementtree', 'Unable to build pants!  Cannot continue!' (a Python requirement could not be resolved)", ["DistributionNotFound: elementtree", "Unable to build pants!"]),
+    ("build_language_not_java/14c09c5f5abdf2c0c48c1d67054292675fa90633-84.1.log", "DEPENDENCY_FETCH", "medium", "gradle: 'Could not resolve all dependencies for configuration ':onebusaway-android:_debugCompile'', 'Could not find com.google.android.gms:play-services:5.0.77.' (the earlier 'error: device offline' lines are the emulator wait)", ["Could not find com.google.android.gms:play-services:5.0.77.", "Could not resolve all dependencies for configuration"]),
+    ("build_language_not_java/17f87d0c2a48c118a2287e3fa2e905105e586629-2.1.log", "CONFIGURATION", "low", "'mvn install' crashed: 'java.lang.NoClassDefFoundError: org/eclipse/aether/spi/connector/Transfer$State' inside maven 3.2.5 (a build plugin/extension incompatible with the job's maven); judgement call", ["Exception in thread \"main\" java.lang.NoClassDefFoundError: org/eclipse/aether/spi/connector/Transfer$State"]),
+    ("logs/0017f43a0ce278de9d32bb1e33b49b88cb1fb3e1-3.1.log", "DEPENDENCY_FETCH", "medium", "gradle init script line 21: downloading 'https://bndtools.ci.cloudbees.com/.../biz.aQute.bnd-latest.jar' failed ('A problem occurred evaluating script. > https://bndtools.ci.cloudbees.com/...'): a build-tool jar download", ["A problem occurred evaluating script.", "> https://bndtools.ci.cloudbees.com/job/bnd.master"]),
+    ("logs/007ba44565cdaa16d661d7541cf668850214a097-105.1.log", "DEPENDENCY_FETCH", "medium", "install step 'mvn install -DskipTests': 'Unresolveable build extension: Plugin org.apache.maven.wagon:wagon-ssh:2.2 or one of its dependencies could not be resolved' (failed 3 times)", ["Unresolveable build extension: Plugin org.apache.maven.wagon:wagon-ssh:2.2"]),
+    ("logs/007ba98e17a3e2d8b1b867e27aedbf330ccb45b1-1926.1.log", "LINT", "medium", "maven 'apache-rat-plugin:0.8:check ... Too many unapproved licenses: 3' (a licence-header static check of the change)", ["Too many unapproved licenses: 3"]),
+    ("logs/00a8b527a593fe148a7519fb44eb90b98065e860-6.1.log", "COMPILE_ERROR", "high", "maven-compiler: 'COMPILATION ERROR', 'CaseBuilder.java:[95,33] incompatible types', 'Compilation failure'", ["[ERROR] COMPILATION ERROR", "CaseBuilder.java:[95,33] incompatible types"]),
+    ("logs/014383e2e8d4158b794ddab34a7ef8466e309736-24.1.log", "DEPENDENCY_FETCH", "medium", "install step 'mvn install': 'Non-resolvable parent POM: Could not transfer artifact com.github.javaparser:javaparser-parent:pom:2.0.1-SNAPSHOT from/to codehaus-snapshots (https://nexus.codehaus.org/snapshots/)'", ["Non-resolvable parent POM: Could not transfer artifact"]),
+    ("logs/0149b9d043a91080705916988d1cf5ef603520b5-3.1.log", "CONFIGURATION", "low", "install step 'mvn install -DskipTests': maven-antrun 'ant-osgi-test' 'Directory does not exist: .../logback-examples/lib' (the build's OSGi test step expects a directory another module makes); judgement call", ["Directory does not exist: /home/travis/build/qos-ch/logback/logback-examples/lib"]),
+    ("logs/017f57ac91c0258032fc9b4169c200cb5f02b6e1-4.1.log", "CONFIGURATION", "low", "set-up step 'sudo apt-get install -qq --force-yes libgd2-xpm ia32-libs ia32-libs-multiarch' exited 100: 'dpkg: error processing ia32-libs', 'E: Sub-process /usr/bin/dpkg returned an error code (1)' (the packages cannot be configured on this image); judgement call (DEPENDENCY_FETCH or INFRASTRUCTURE would also fit)", ["E: Sub-process /usr/bin/dpkg returned an error code (1)", "dpkg: error processing ia32-libs (--configure)"]),
+    ("logs/01d6823aef682f90160888eb888ff277b4b532bf-2.1.log", "DEPENDENCY_FETCH", "low", "install step 'mvn install': \"'dependencies.dependency.version' for ... is missing\" after 'Could not transfer metadata com.goodow.realtime:realtime-parent:0.5.5-SNAPSHOT ... from/to codehaus-snapshots' (the SNAPSHOT parent that manages the versions could not be fetched); judgement call (CONFIGURATION fits the POM error as such)", ["Could not transfer metadata com.goodow.realtime:realtime-parent", "'dependencies.dependency.version' for com.google.guava:guava:jar is missing"]),
+    ("build_system_testing/144826559.log", "TEST_FAILURE", "high", "gradle: ':test FAILED', 'There were failing tests' before './gradlew check' exited with 1", [":test FAILED", "> There were failing tests."]),
+    ("build_system_testing/156977713.log", "COMPILE_ERROR", "high", "javac: 'CassandraDatastore.java:624: error: illegal start of expression' ... '98 errors', 'Error 1 while running javac'", ["98 errors", "Exception tablesaw.TablesawException: Error 1 while running javac"]),
+    ("build_system_testing/156977714.log", "COMPILE_ERROR", "high", "javac: 'CassandraDatastore.java:624: error: illegal start of expression' ... '95 errors', 'Error 1 while running javac'", ["95 errors", "Exception tablesaw.TablesawException: Error 1 while running javac"]),
+    ("build_system_testing/160772310.log", "COMPILE_ERROR", "high", "javac (test sources): 'error: incompatible types: Datastore cannot be converted to KairosDatastore', '4 errors'", ["error: incompatible types: Datastore cannot be converted to KairosDatastore", "Exception tablesaw.TablesawException: Error 1 while running javac"]),
+    ("build_system_testing/161141427.log", "DEPENDENCY_FETCH", "medium", "install step 'ant deps': '[get] Error getting https://fpdownload.macromedia.com/.../playerglobal23_0.swc', then 'FileNotFoundException ... playerglobal23_0.swc' (a build dependency download failed)", ["[get] Error getting https://fpdownload.macromedia.com", "java.io.FileNotFoundException"]),
+    ("build_system_testing/165108370.log", "COMPILE_ERROR", "high", "install step 'mvn install -DskipTests': maven-compiler 'cannot find symbol ... variable DOOR_OPEN, location: class org.bukkit.Sound' (COMPILATION ERROR; failed 3 times)", ["[ERROR] symbol:   variable DOOR_OPEN", "COMPILATION ERROR"]),
+    ("build_system_testing/250416678.log", "TEST_FAILURE", "low", "maven surefire: 'Tests run: 1358, Failures: 0, Errors: 871', nearly all 'Unknown database 'nullable_0'' (the test databases were not created); judgement call (a test-environment set-up problem: CONFIGURATION would also fit)", ["Tests run: 1358, Failures: 0, Errors: 871", "There are test failures."]),
+    ("build_system_testing/251797108.log", "TEST_FAILURE", "high", "maven surefire: 'testDatasetGroupFiles(loci.plugins.in.ImporterTest) <<< FAILURE!' (NullPointerException), 'Tests run: 30, Failures: 1'", ["Tests run: 30, Failures: 1, Errors: 0, Skipped: 0\r", "There are test failures."]),
+    ("build_system_testing/81961806.log", "COMPILE_ERROR", "high", "sbt/activator: 'schema_org.scala.html:37: ')' expected but string literal found', '(compile:compileIncremental) Compilation failed'", ["')' expected but string literal found", "Compilation failed"]),
+    ("build_system_testing/88551597.log", "TEST_FAILURE", "high", "gradle: '1160 tests completed, 42 failed' (TestNG AssertionErrors), ':test FAILED'", ["1160 tests completed, 42 failed"]),
+    ("build_system_testing/92030727.log", "COMPILE_ERROR", "high", "sbt/activator: 'index.scala.html:38: illegal start of simple expression', '(compile:compileIncremental) Compilation failed'", ["illegal start of simple expression", "Compilation failed"]),
+    ("gradle/111273215-orig.log", "TEST_FAILURE", "high", "gradle: '646 tests completed, 6 failed, 86 skipped', ':quasar-core:jdk7Test FAILED'", ["646 tests completed, 6 failed"]),
+    ("gradle/114088869-orig.log", "TEST_FAILURE", "high", "gradle: 'RemoteEjbMonitorInstrumenterTest > testMonitorRemoteCalls FAILED' (IndexOutOfBoundsException), '46 tests completed, 1 failed'", ["testMonitorRemoteCalls FAILED", "46 tests completed, 1 failed"]),
+    ("gradle/153491211-orig.log", "TEST_FAILURE", "high", "gradle (3 junit versions): 'spring_can_inject_beans_into_stages FAILED' (NoUniqueBeanDefinitionException), ':jgiven-spring:test FAILED' in each run", ["spring_can_inject_beans_into_stages FAILED", ":jgiven-spring:test FAILED"]),
+    ("gradle/22697605-orig.log", "CONFIGURATION", "medium", "install step './gradlew assemble': ':library:processDebugResources FAILED', 'Cannot run program \".../android-sdk-linux/build-tools/19.0.3/aapt\": error=2, No such file or directory' (the Android build tools the build expects are not installed)", ["Cannot run program", ":library:processDebugResources FAILED"]),
+    ("gradle/254312312-orig.log", "TEST_FAILURE", "high", "gradle: IncidentRepositoryTest ... FAILED (NullPointerException), '47 tests completed, 7 failed'", ["47 tests completed, 7 failed"]),
+    ("gradle/269855203-orig.log", "TEST_FAILURE", "high", "gradle: '1544 tests completed, 1 failed', ':test FAILED'", ["1544 tests completed, 1 failed"]),
+    ("gradle/49327415-orig.log", "TEST_FAILURE", "high", "gradle: '42 tests completed, 3 failed, 1 skipped', ':capsule:test FAILED'", ["42 tests completed, 3 failed", ":capsule:test FAILED"]),
+    ("gradle/581212464-orig.log", "TEST_FAILURE", "high", "gradle: 'ComparisonFailure: expected:<null> but was:<NoopSpan>', '100 tests completed, 1 failed', ':stagemonitor-tracing:test FAILED'", ["100 tests completed, 1 failed"]),
+    ("gradle/68605615-orig.log", "TEST_FAILURE", "high", "gradle: 'testMultipleInterceptorsWithPreserveOrder FAILED' (IndexOutOfBoundsException), '1143 tests completed, 1 failed'", ["testMultipleInterceptorsWithPreserveOrder FAILED", "1143 tests completed, 1 failed"]),
+    ("gradle/732494428-orig.log", "TEST_FAILURE", "high", "gradle: '> Task :test FAILED', 'There were failing tests'", ["> Task :test FAILED", "> There were failing tests."]),
+    ("gradle/88551599-orig.log", "TEST_FAILURE", "high", "gradle: '1160 tests completed, 42 failed' (TestNG AssertionErrors), ':test FAILED'", ["1160 tests completed, 42 failed"]),
+    ("maven/106770373-orig.log", "TEST_FAILURE", "high", "maven surefire: 'Tests in error: BatchFailureTest.run:202 » PSQL ERROR: division by zero', 'Tests run: 799, Failures: 0, Errors: 2'", ["Tests run: 799, Failures: 0, Errors: 2", "There are test failures."]),
+    ("maven/109895373-orig.log", "TEST_FAILURE", "high", "maven surefire: 'Tests run: 271, Failures: 0, Errors: 2, Skipped: 2', 'There are test failures.'", ["Tests run: 271, Failures: 0, Errors: 2", "There are test failures."]),
+    ("maven/148851383-orig.log", "TEST_FAILURE", "high", "maven surefire: 'Tests run: 1665, Failures: 14', 'There are test failures.'", ["Tests run: 1665, Failures: 14, Errors: 0, Skipped: 0", "There are test failures."]),
+    ("maven/475275870-orig.log", "TEST_FAILURE", "high", "maven surefire: 'Tests run: 898, Failures: 0, Errors: 2, Skipped: 2' (RDF4JClassicABoxTest: RDFParse 'DOCTYPE is disallowed'), 'There are test failures.'", ["Tests run: 898, Failures: 0, Errors: 2", "There are test failures."]),
+    ("maven/547866282-orig.log", "TEST_FAILURE", "high", "maven surefire: 'Tests run: 13222, Failures: 12, Errors: 12' (NullPointer in Paths_assert* tests), 'There are test failures.'", ["Tests run: 13222, Failures: 12, Errors: 12", "There are test failures."]),
+    ("maven/610576045-orig.log", "TEST_FAILURE", "high", "maven surefire: 'JsonClassCodegenProcessorTest ... <<< FAILURE!' (ComparisonFailure), 'Tests run: 21, Failures: 1'", ["Tests run: 21, Failures: 1, Errors: 0, Skipped: 1", "There are test failures."]),
+    ("maven/692484614-orig.log", "TEST_FAILURE", "high", "maven surefire: 'Tests run: 2440, Failures: 1, Errors: 6' (NullPointer No parent for filter), 'There are test failures.'", ["Tests run: 2440, Failures: 1, Errors: 6", "There are test failures."]),
+    ("maven/99251245-orig.log", "TEST_FAILURE", "high", "maven surefire: 'Tests run: 4728, Failures: 2, Errors: 1', 'There are test failures.'", ["Tests run: 4728, Failures: 2, Errors: 1", "There are test failures."]),
+    ("build_system_testing/97793256.log", "DEPENDENCY_FETCH", "medium", "install step 'mvn install -DskipTests': 'Could not transfer metadata ... from/to codehaus-snapshots (https://nexus.codehaus.org/snapshots/)', then 'Could not resolve dependencies for project com.google.javascript:closure-compiler-gwt' (failed 3 times)", ["Could not resolve dependencies for project com.google.javascript:closure-compiler-gwt"]),
+    ("javascript/jest/200893563.log", "TEST_FAILURE", "low", "two failing commands: 'npm run lint' (eslint '2 problems (2 errors, 0 warnings)': no-unused-vars, max-len) and 'npm run test' (jest 'Tests: 3 failed, 62 passed'); the source counts 3 failed tests; judgement call (LINT fits the first failure equally)", ["2 problems (2 errors, 0 warnings)", "Failed at the normalizr@3.2.1 test script"]),
+    ("javascript/jest/357124468.log", "COMPILE_ERROR", "medium", "jest 'Test suite failed to run: Cannot find module './Draggable' from 'Chartify.test.js'' (a module of the project itself is missing)", ["Cannot find module './Draggable'"]),
+    ("javascript/jest/495236809.log", "CONFIGURATION", "medium", "the tests passed ('Tests: 1 skipped, 96 passed'); the coverage upload failed: coveralls 'Bad response: 422 {\"message\":\"Couldn't find a repository matching this job.\"}' (the coverage service is not set up for the repository)", ["Couldn't find a repository matching this job."]),
+    ("javascript/jest/499269596.log", "COMPILE_ERROR", "medium", "jest 'Test suite failed to run: Cannot find module './Draggable' from 'Chartify.test.js'' (a module of the project itself is missing)", ["Cannot find module './Draggable'"]),
+    ("javascript/jest/503877270.log", "TEST_FAILURE", "low", "jest: all 14 suites 'failed to run' with 'TypeError: Cannot assign to read only property 'Symbol(Symbol.toStringTag)' of object '#<process>'' (the test runner does not work on this Node version); judgement call (CONFIGURATION also fits)", ["Cannot assign to read only property 'Symbol(Symbol.toStringTag)'"]),
+    ("javascript/jest/564797426.log", "TEST_FAILURE", "high", "jest: 'FAIL test/async.test.js', 'Tests: 1 failed, 43 passed'", ["\x1b[31m1 failed\x1b[39m"]),
+    ("javascript/jest/571351164.log", "TEST_FAILURE", "high", "jest: 'Summary of all failing tests', 'Tests: 3 failed, 116 skipped, 9621 passed', 'make: *** [test-only] Error 1'", ["Summary of all failing tests", "make: *** [test-only] Error 1"]),
+    ("javascript/jest/584307061.log", "TEST_FAILURE", "high", "jest: 'Summary of all failing tests', 'FAIL packages/babel-generator/test/index.js', 'Tests: 1 failed'", ["Summary of all failing tests", "make: *** [test-only] Error 1"]),
+    ("javascript/jest/677867560.log", "DEPENDENCY_FETCH", "low", "jest 'Test suite failed to run: Cannot find module '@babel/compat-data/corejs3-shipped-proposals'' from the installed babel packages (mismatched versions of third-party dependencies); judgement call (could be read as a build set-up/COMPILE_ERROR problem)", ["Cannot find module '@babel/compat-data/corejs3-shipped-proposals'"]),
+    ("javascript/mocha/425225977.log", "TEST_FAILURE", "medium", "mocha tests fail with 'TypeError: Object function page(path, fn) ...' and 'Cannot call method 'stop' of undefined': '0 passing', '11 failing', 'npm ERR! Test failed.'", ["11 failing", "Test failed.  See above for more details."]),
+    ("javascript/mocha/454920816.log", "TEST_FAILURE", "high", "mocha: '1 failing' (Uncaught AssertionError [ERR_ASSERTION]), 'npm ERR! Test failed.'", ["1 failing", "Test failed.  See above for more details."]),
+    ("javascript/mocha/600889160.log", "TEST_FAILURE", "high", "mocha: '3 failing' (TypeError: element.append is not a function)", ["3 failing"]),
+    ("javascript/mocha/627024009.log", "TEST_FAILURE", "high", "mocha-style runner (torch): '4 failing' (TypeError, AssertionError in interval-spec), '\"test\" exited with 4'", ["4 failing"]),
+    ("javascript/mocha/635927212.log", "TEST_FAILURE", "medium", "karma/gulp: expect.js failures ('expected layer to be painted ... but actual color is [0,0,0]'), \"'test' errored after 44 s\"", ["errored after"]),
+    ("javascript/mocha/637986979.log", "TEST_FAILURE", "high", "mocha (electron): '652 passing', '2 failing' (WebGL TypeError, AssertionError), coverage:ci script failed", ["2 failing"]),
+    ("javascript/mocha/643564899.log", "TEST_FAILURE", "high", "mocha: '1 failing' (NotFoundError: Integration not found.), 'Command failed with exit code 3'", ["1 failing", "NotFoundError: Integration not found."]),
+    ("python/109227526-orig.log", "TEST_FAILURE", "high", "unittest via setup.py test: 'FAIL: test_base_request' (AssertionError bytes vs str), 'FAILED (failures=2, errors=3)'", ["FAILED (failures=2, errors=3)"]),
+    ("python/109787645-orig.log", "TEST_FAILURE", "medium", "pytest: '39 failed, 2 passed', each 'NameError: name 'os' is not defined' in tests/__init__.py (a bug in the test package itself), 'make: *** [test] Error 1'", ["39 failed, 2 passed", "make: *** [test] Error 1"]),
+    ("python/113007194-orig.log", "TEST_FAILURE", "medium", "unittest: 'FAIL: test_repository_package_names' (AssertionError: Lists differ: package names not sorted), 'FAILED (failures=1)' (a test that checks the channel's JSON data)", ["FAIL: test_repository_package_names", "FAILED (failures=1)"]),
+    ("python/149257173-orig.log", "TEST_FAILURE", "low", "vistrails tests: 'FAILED (failures=2, errors=8, skipped=2)'; one failure is 'Network error: URLError: <urlopen error [Errno -2] Name or service not known>'; judgement call (some failures may be NETWORK)", ["FAILED (failures=2, errors=8, skipped=2)"]),
+    ("python/159557987-orig.log", "TEST_FAILURE", "medium", "unittest: 'ERROR: test_multiline_index' FileNotFoundError 'multiline_index.nml' (a test data file missing), 'FAILED (errors=1)'", ["FileNotFoundError: [Errno 2] No such file or directory: 'multiline_index.nml'", "FAILED (errors=1)"]),
+    ("python/210833092-orig.log", "TEST_FAILURE", "high", "pytest: 'FAIL tests/unit/test_readkey.py::ReadKeyTest::test_page_down', '2 failed, 9 passed'", ["2 failed, 9 passed"]),
+    ("python/212206923-orig.log", "TEST_FAILURE", "high", "tox py35: 'Test failed: <unittest.runner.TextTestResult run=591 errors=0 failures=1>', 'py35: commands failed'", ["error: Test failed: <unittest.runner.TextTestResult run=591 errors=0 failures=1>", "py35: commands failed"]),
+    ("python/256802843-orig.log", "TEST_FAILURE", "high", "tox/pytest: '9 failed, 2546 passed' (AssertionError in jwt_grant_token_test), 'py27: commands failed'", ["9 failed, 2546 passed", "py27: commands failed"]),
+    ("python/299944105-orig.log", "TEST_FAILURE", "medium", "pytest: '8 failed, 195 passed, 14 skipped' with 'SSHException: Error reading SSH protocol banner' from the library's own test transport", ["8 failed, 195 passed, 14 skipped"]),
+    ("python/309853010-orig.log", "TEST_FAILURE", "high", "numpy tests: 'FAIL: numpy.core.tests.test_multiarray.TestSummarization.test_2d', 'FAILED (KNOWNFAIL=12, SKIP=17, failures=1)'", ["FAIL: numpy.core.tests.test_multiarray.TestSummarization.test_2d", "FAILED (KNOWNFAIL=12, SKIP=17, failures=1)"]),
+    ("python/446719552-orig.log", "CONFIGURATION", "low", "pytest: 'Interrupted: 9 errors during collection', each 'import file mismatch' (test modules with the same basename, no package __init__: the test layout/collection set-up); judgement call (TEST_FAILURE would also fit)", ["Interrupted: 9 errors during collection"]),
+    ("python/73309390-orig.log", "TEST_FAILURE", "high", "tornado tests: 'FAIL: test_non_current (tornado.test.ioloop_test.TestIOLoopCurrent)', 'FAILED (failures=1, skipped=71)'", ["FAIL: test_non_current", "FAILED (failures=1, skipped=71)"]),
+    ("ruby/00f555ba0a60166a1cb3f063f56f44c75f59bf75-2.1.log", "CONFIGURATION", "low", "set-up step 'rvm use jruby-d19 --install --binary --fuzzy' failed during the build set-up after '/usr/local/rvm/scripts/rvm: No such file or directory' (the build environment has no rvm); judgement call (INFRASTRUCTURE would also fit: a broken build image)", ["/usr/local/rvm/scripts/rvm: No such file or directory", "failed and exited with 1 during"]),
+    ("ruby/79f992074a0b57f0d7694549a34a5aba0d5a716f-42.1.log", "CONFIGURATION", "low", "no .travis.yml ('Could not find .travis.yml, using standard configuration'); 'rvm use default' failed after '/usr/local/rvm/scripts/rvm: No such file or directory'; judgement call (INFRASTRUCTURE would also fit)", ["Could not find .travis.yml", "/usr/local/rvm/scripts/rvm: No such file or directory", "failed and exited with 1 during"]),
+    ("result_comparer/102015358-orig.log", "TEST_FAILURE", "high", "numpy test run: 'ERROR: test_mem_insert' (TypeError: argument 1 must be numpy.ndarray, not int), 'FAILED (KNOWNFAIL=6, SKIP=14, errors=1)'", ["ERROR: test_mem_insert", "FAILED (KNOWNFAIL=6, SKIP=14, errors=1)"]),
+    ("result_comparer/319848591-orig.log", "TEST_FAILURE", "medium", "unittest: 'FAIL: test_release(...)' AssertionError ''url' unexpectedly found', 'FAILED (failures=1)' (a test that checks the package channel's JSON entries)", ["AssertionError: 'url' unexpectedly found", "FAILED (failures=1)"]),
+    ("terminated/33664717.log", "TIMEOUT", "high", "Travis: 'No output has been received in the last 10 minutes ... The build has been terminated' (during the disconf-web module of mvn)", ["No output has been received in the last 10 minutes", "The build has been terminated"]),
+    ("javascript/multiple_frameworks/392465785.log", "TEST_FAILURE", "medium", "npm 'Failed at the wildcat@ test:browser script 'env BABEL_ENV=test jest test/browser.test.js ...'', 'make: *** [test-jest-browser] Error 1' (the jest browser tests failed)", ["Failed at the wildcat@ test:browser script", "make: *** [test-jest-browser] Error 1"]),
+]
+
+
+def build_bugswarm_travis() -> list[dict]:
+    mirror, src = "BugSwarm+bugswarm", "bugswarm-travis"
+    chosen, _why = bugswarm_travis_selection()
+    labelled = [rel for rel, *_ in BUGSWARM_TRAVIS_LABELS]
+    assert len(set(labelled)) == len(labelled), "duplicate bugswarm-travis label"
+    stray = sorted(set(labelled) - set(chosen))
+    assert not stray, f"labelled but not selected by the rule: {stray}"
+    missing = sorted(set(chosen) - set(labelled))
+    assert not missing, f"selected by the rule but not labelled: {missing}"
+    expected = _bugswarm_travis_expected(mirror)
+    out = []
+    for rel, cls, conf, basis, needles in BUGSWARM_TRAVIS_LABELS:
+        raw = git_show(mirror, BUGSWARM_TRAVIS_BASE + rel)
+        lines = raw.split(b"\n")
+        trailing_nl = bool(lines) and lines[-1] == b""
+        if trailing_nl:
+            lines = lines[:-1]
+        want = [n.encode() for n in needles]
+        found = [i for i, ln in enumerate(lines) if any(w in ln for w in want)]
+        assert found, rel
+        segs = choose_segments(lines, found, cap=BUGSWARM_TRAVIS_CAP, tail=BUGSWARM_TRAVIS_TAIL, head=BUGSWARM_TRAVIS_HEAD)
+        kept: list[bytes] = []
+        decisive: list[int] = []
+        fset = set(found)
+        for lo, hi in segs:
+            for i in range(lo, hi):
+                if i in fset:
+                    decisive.append(len(kept) + 1)
+                kept.append(lines[i])
+        assert decisive, rel
+        data = b"\n".join(kept) + (b"\n" if trailing_nl else b"")
+        exp = expected.get(rel, {})
+        said = ", ".join(f"{k} {exp[k]}" for k in ("status", "failed") if k in exp)
+        job = f"job {exp['job']}" if "job" in exp else ""
+        of = f"of {exp['repo']}" if "repo" in exp else ""
+        notes = [f"{BUGSWARM_TRAVIS_BASE}{rel}" + (f" ({' '.join(x for x in (job, of) if x)})" if job or of else "")]
+        if b"Job id: ''" in raw[:3000]:
+            notes.append("the log's 'Build id' and 'Job id' fields are empty")
+        if segs != [(0, len(lines))]:
+            inside = {i for lo, hi in segs for i in range(lo, hi)}
+            dropped = len([f for f in found if f not in inside])
+            notes.append(
+                "truncated: original lines " + " + ".join(f"{lo + 1}-{hi}" for lo, hi in segs) + f" of {len(lines)} kept, in that order"
+                + (" (the gap between the segments is not marked in the file)" if len(segs) > 1 else "")
+                + (f"; {dropped} decisive line(s) outside the window" if dropped else "")
+            )
+        name = rel.removesuffix(".log").replace("/", "__")
+        out.append(
+            entry(
+                source=src,
+                name=name,
+                data=data,
+                rel_path=write_log(src, name.replace("__", "-") + ".log", data),
+                provider="travis",
+                failure_class=cls,
+                confidence=conf,
+                basis=(f"bugswarm expected (test_travis.py): {said}; " if said else "") + "log: " + basis,
+                decisive=decisive,
+                decisive_by="labeller",
+                notes="; ".join(notes),
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------
 # buildkite/terminal-to-html: fixtures/*.sh.raw (raw Buildkite job output the renderer is
 # tested on). Only one of them is a failed job; the others succeeded or are not job logs.
 BUILDKITE_T2H_LABELS: list[tuple[str, str, str, str, list[str]]] = [
@@ -803,6 +1134,7 @@ BUILDERS = {
     "logdetective": build_logdetective,
     "travistorrent": build_travistorrent,
     "bugswarm": build_bugswarm,
+    "bugswarm-travis": build_bugswarm_travis,
     "terminal-to-html": build_terminal_to_html,
 }
 
