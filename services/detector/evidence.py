@@ -77,7 +77,7 @@ class EvidenceCollector:
         Only the lines around new candidates are decoded, and the step a candidate ran in
         is looked up backwards from it, so a block costs little beyond its matches.
         """
-        for match in matches:
+        for match in self._worth_keeping(matches):
             kept = self._candidates.setdefault(match.pattern.failure_class, [])
             recent = self._recent.get(match.pattern.failure_class)
             if any(c.match.line_no == match.line_no for c in kept) or (
@@ -117,6 +117,23 @@ class EvidenceCollector:
         last_line = first_line_no + _line_count(block) - 1
         tail = body.rsplit(b"\n", CONTEXT_BEFORE)[-CONTEXT_BEFORE:] if body or block else []
         self._previous_lines.extend((last_line - len(tail) + 1 + i, _decode_clip(t)) for i, t in enumerate(tail))
+
+    def _worth_keeping(self, matches: Sequence[Match]) -> list[Match]:
+        """The matches that can still become candidates: per class, those that fill the first
+        CANDIDATES_PER_CLASS and the last RECENT_CANDIDATES_PER_CLASS of this block (the deque
+        would evict the rest unread), so a block full of matches costs a few candidates."""
+        by_class: dict[FailureClass, list[Match]] = {}
+        for match in matches:
+            by_class.setdefault(match.pattern.failure_class, []).append(match)
+        keep: list[Match] = []
+        for failure_class, found in by_class.items():
+            room = max(0, CANDIDATES_PER_CLASS - len(self._candidates.get(failure_class, ())))
+            # a line can match several patterns of a class: room counts lines, so over-take a little
+            head = found[: room * 4]
+            tail = found[max(len(head), len(found) - RECENT_CANDIDATES_PER_CLASS * 4):]
+            keep.extend(head + tail)
+        keep.sort(key=lambda m: (m.line_no, m.start))
+        return keep
 
     def _step_before(self, block: bytes, line_start: int, line_no: int) -> EvidenceLine | None:
         """The step the line at `line_start` (numbered `line_no`) ran in: the last step
