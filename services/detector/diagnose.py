@@ -320,7 +320,10 @@ COMMAND_LINE_PENALTY = 20
 # A line that shows a command being run (shell trace, GitLab/Travis `$ `, a GitHub step
 # header): its words are the command's, not an error it printed.
 _COMMAND_LINE = re.compile(r"\++ |\$ |##\[group\]Run |Run ")
-_WARNING_LINE = re.compile(r"(?i)\bwarn(?:ing)?s?\b|\bwarn\(|^W: |\[WARN")
+# Warnings, and the side effects a job has after its work (uploading reports, artifacts,
+# metrics, writing a build cache), whose failures do not fail the job.
+_WARNING_LINE = re.compile(r"(?i)\bwarn(?:ing)?s?\b|\bwarn\(|^W: |\[WARN|\bupload(?:ing)?\b|\bsccache\b"
+                           r"|\btelemetry\b|\bmetrics?\b")
 
 
 @functools.cache

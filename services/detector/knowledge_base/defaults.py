@@ -260,7 +260,7 @@ _RULES: list[tuple[str, F, int, str, str]] = [
     ("perm.git-http", F.PERMISSION, 85, r"The requested URL returned error: 40[13]\b", "git over HTTPS got 401/403"),
     ("perm.ssh-publickey", F.PERMISSION, 88, r"Permission denied \(publickey", "ssh key refused"),
     ("perm.docker-denied", F.PERMISSION, 88, r"denied: requested access to the resource is denied|unauthorized: authentication required", "the registry refused the credentials"),
-    ("perm.aws", F.PERMISSION, 66, r"\bis not authorized to perform\b|\bAccessDenied(Exception)?\b", "the cloud credentials lack a permission"),
+    ("perm.aws", F.PERMISSION, 52, r"\bis not authorized to perform\b|\bAccessDenied(Exception)?\b", "the cloud credentials lack a permission"),
     ("perm.k8s-rbac", F.PERMISSION, 85, r"Forbidden: User \"[^\"]+\" cannot|\bforbidden: User \"[^\"]+\" cannot", "Kubernetes RBAC refused"),
     ("perm.bad-credentials", F.PERMISSION, 82, r"\bBad credentials\b|\binsufficient_scope\b|(?i)\binsufficient permissions?\b", "the credentials are wrong or lack a scope"),
     ("perm.npm", F.PERMISSION, 84, r"npm (ERR!|error) code E40[13]\b", "the npm registry refused the token"),
