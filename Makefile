@@ -55,6 +55,7 @@ real-ci-eval: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .   # gate: every rule selected in pyproject.toml (E, F, W, I, B, UP)
 	$(VENV)/bin/mypy           # gate: type hints in services/ (settings in pyproject.toml)
+	$(VENV)/bin/lint-imports   # gate: the boundaries ([tool.importlinter] contracts in pyproject.toml)
 
 contracts: $(STAMP)
 	$(VENV)/bin/buf lint

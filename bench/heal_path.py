@@ -15,10 +15,11 @@ service (mTLS, JWT re-verified by the Guard, tracing interceptor). Then, in one 
    not see;
 2. drives the echo service for `--seconds` with `--concurrency` calls in flight;
 3. measures the services' idle CPU for a few seconds;
-4. drives ReportFailure (diagnose_only=False: quota, diagnosis, audit, plan with
-   forecast, SubmitPlan) for `--seconds`, each call a new run id, rotating over the
-   samples, then waits until the coordinator has dispatched what was submitted and
-   delivered the outcomes, and reads every process's CPU (/proc/<pid>/stat).
+4. drives Coordinator/HealFailure (diagnose_only=False: the coordinator's workflow of
+   quota, diagnosis, forecast, plan and queue, each step recorded in etcd) for
+   `--seconds`, each call a new run id, rotating over the samples, then waits until
+   the coordinator has dispatched what was queued and delivered the outcomes, and
+   reads every process's CPU (/proc/<pid>/stat).
 
 Prints the table with the ratio and writes bench/results/heal_path.json.
 """
@@ -58,7 +59,6 @@ from deploy.mesh import Mesh, _otlp_endpoint, free_port
 from healing_guard.audit.v1 import audit_pb2, audit_pb2_grpc
 from healing_guard.common.v1 import common_pb2
 from healing_guard.coordinator.v1 import coordinator_pb2, coordinator_pb2_grpc
-from healing_guard.detector.v1 import detector_pb2, detector_pb2_grpc
 from healing_guard.tenancy.v1 import tenancy_pb2, tenancy_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -405,13 +405,13 @@ class Bench:
         self.warnings: Counter[str] = Counter()
 
     @staticmethod
-    def _template(example: dict[str, Any]) -> detector_pb2.ReportFailureRequest:
+    def _template(example: dict[str, Any]) -> coordinator_pb2.HealFailureRequest:
         report = failure_report(example)
-        report.diagnose_only = False  # the full path: plan and submit the actions
-        return detector_pb2.ReportFailureRequest(report=report, log=(EXAMPLES / example["file"]).read_bytes())
+        report.diagnose_only = False  # the full path: plan and queue the actions
+        return coordinator_pb2.HealFailureRequest(report=report, log=(EXAMPLES / example["file"]).read_bytes())
 
-    def request(self, index: int, sample: int | None = None) -> detector_pb2.ReportFailureRequest:
-        request = detector_pb2.ReportFailureRequest()
+    def request(self, index: int, sample: int | None = None) -> coordinator_pb2.HealFailureRequest:
+        request = coordinator_pb2.HealFailureRequest()
         request.CopyFrom(self.templates[index % len(self.templates) if sample is None else sample])
         request.report.job.run_id = f"{self.run_prefix}-{index}"
         return request
@@ -431,7 +431,6 @@ class Bench:
                 ("grpc.max_receive_message_length", 16 << 20),
             ],
         )
-        self.detector = detector_pb2_grpc.DetectorStub(self.channel)
         self.coordinator = coordinator_pb2_grpc.CoordinatorStub(self.channel)
         self.audit = audit_pb2_grpc.AuditStub(self.channel)
         self.echo = self.channel.unary_unary(echo_service.METHOD)
@@ -460,7 +459,7 @@ class Bench:
     async def heal(
         self, index: int, extra: tuple[tuple[str, str], ...] = (), sample: int | None = None
     ) -> str | None:
-        answer = await self.detector.ReportFailure(
+        answer = await self.coordinator.HealFailure(
             self.request(index, sample), metadata=self.metadata + extra, timeout=CALL_TIMEOUT_S
         )
         self.failures.append(answer.diagnosis.failure_id)
@@ -724,7 +723,7 @@ async def measure(mesh: BenchMesh, receiver: SpanReceiver, args: argparse.Namesp
     finally:
         await bench.channel.close()
 
-    heals = max(1, heal.ok + sum(heal.errors.values()))  # every call that reached the detector did work
+    heals = max(1, heal.ok + sum(heal.errors.values()))  # every call that reached the coordinator did work
     calls_echo = max(1, echo.ok)
     cpu_table = {}
     for name in sorted(heal_cpu):
@@ -855,7 +854,7 @@ def machine() -> dict[str, Any]:
 
 def print_table(result: dict[str, Any]) -> None:
     echo, heal = result["echo"], result["heal"]
-    rows = [("echo (1 hop, no-op)", echo), ("heal (ReportFailure)", heal)]
+    rows = [("echo (1 hop, no-op)", echo), ("heal (HealFailure)", heal)]
     print(f"\n{'through Envoy, mTLS + JWT':26} {'calls/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}")
     for label, row in rows:
         print(
@@ -966,7 +965,7 @@ def main(argv: list[str] | None = None) -> int:
             "requests": "each call a new run id, rotating over examples/manifest.json "
             f"({len(json.loads((EXAMPLES / 'manifest.json').read_text()))} "
             "logs, 3-12 KiB)",
-            "echo_payload": "the serialized ReportFailureRequest of the same sample, echoed back",
+            "echo_payload": "the serialized HealFailureRequest of the same sample, echoed back",
             "gateway": "mesh's rendered config + echo cluster/route; tenant bucket raised to 1e6/s so "
             "the limiter runs but does not refuse; Envoy --concurrency 1",
             "tracing": "OTLP exporter on in every service (parentbased_always_on); Envoy traces only "

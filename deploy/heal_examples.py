@@ -1,6 +1,7 @@
-"""The main job, end to end through the gateway: report each sample failure in
-examples/, and show its diagnosis, plan, the action taken, the outcome, and the
-audit entries with an inclusion proof verified on this side (no trust in the server).
+"""The main job, end to end through the gateway: heal each sample failure in
+examples/ (Coordinator.HealFailure, StreamHealFailure for large logs), and show its
+diagnosis, plan, the action taken, the outcome, and the audit entries with an
+inclusion proof verified on this side (no trust in the server).
 
     make demo                      # brings the mesh up, then runs this
     python -m deploy.heal_examples [--only FILE] [--json]
@@ -75,18 +76,18 @@ def failure_report(example: dict) -> detector_pb2.FailureReport:
                                       duration_seconds=float(example.get("duration_seconds", 0)), junit_xml=junit)
 
 
-def report_failure(client: MeshClient, example: dict, log: bytes) -> detector_pb2.ReportFailureResponse:
+def heal_failure(client: MeshClient, example: dict, log: bytes) -> coordinator_pb2.HealFailureResponse:
     report = failure_report(example)
     if len(log) <= UNARY_LOG_LIMIT:
-        return client.detector.ReportFailure(detector_pb2.ReportFailureRequest(report=report, log=log),
-                                             metadata=client.metadata, timeout=30)
+        return client.coordinator.HealFailure(coordinator_pb2.HealFailureRequest(report=report, log=log),
+                                              metadata=client.metadata, timeout=30)
 
     def chunks():  # type: ignore[no-untyped-def]
-        yield detector_pb2.StreamFailureRequest(report=report)
+        yield coordinator_pb2.StreamHealFailureRequest(report=report)
         for start in range(0, len(log), CHUNK):
-            yield detector_pb2.StreamFailureRequest(log_chunk=log[start:start + CHUNK])
+            yield coordinator_pb2.StreamHealFailureRequest(log_chunk=log[start:start + CHUNK])
 
-    return client.detector.StreamFailure(chunks(), metadata=client.metadata, timeout=120)
+    return client.coordinator.StreamHealFailure(chunks(), metadata=client.metadata, timeout=120)
 
 
 def wait_for_actions(client: MeshClient, plan_id: str, timeout: float = OUTCOME_TIMEOUT_S) -> list:
@@ -166,7 +167,7 @@ def heal(client: MeshClient, example: dict) -> HealReport:
     log = (EXAMPLES / example["file"]).read_bytes()
     report = HealReport(file=example["file"], expected_class=example.get("expected_class", ""))
     try:
-        answer = report_failure(client, example, log)
+        answer = heal_failure(client, example, log)
     except grpc.RpcError as error:
         report.error = f"{error.code().name}: {error.details()}"
         return report

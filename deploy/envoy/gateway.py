@@ -19,6 +19,10 @@ gateway does, in request order:
    Requests without a tenant (the open paths) share one default bucket.
 5. Routes: `/healing_guard.<service>.v1.` → that service. Health and reflection go to
    the service named by the `x-hg-service` request header, else to the coordinator.
+   The heal (`Coordinator/HealFailure`, the entry point of the main flow) has its own
+   route that retries on another coordinator replica when one dies or refuses the
+   stream: a heal is idempotent and resumes from its last recorded step. (Not the
+   client-streaming StreamHealFailure: Envoy cannot replay a stream it forwarded.)
    Route timeout 0 = none: server streams (coordinator WatchActions) stay open as long
    as the client wants; a client's own `grpc-timeout` is still honoured.
 6. Upstreams: HTTP/2 over mTLS (gateway cert as client cert, CA + SAN
@@ -275,11 +279,30 @@ def _route(prefix: str, cluster: str, service_header: str | None = None) -> dict
     }
 
 
+HEAL_PATH = "/healing_guard.coordinator.v1.Coordinator/HealFailure"
+HEAL_RETRIES = 2
+
+
+def _heal_route() -> dict[str, Any]:
+    route = _route(HEAL_PATH, "coordinator")
+    route["match"] = {"path": HEAL_PATH}
+    route["route"]["retry_policy"] = {
+        "retry_on": "reset,connect-failure,refused-stream,unavailable",
+        "num_retries": HEAL_RETRIES,
+        # Another replica, not the one that just failed.
+        "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
+            "@type": _TYPE + "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],
+        "host_selection_retry_max_attempts": 3,
+    }
+    return route
+
+
 def _routes() -> list[dict[str, Any]]:
     routes: list[dict[str, Any]] = []
     for prefix in OPEN_PREFIXES:
         routes += [_route(prefix, service, service_header=service) for service in SERVICE_NAMES]
         routes.append(_route(prefix, DEFAULT_SERVICE))
+    routes.append(_heal_route())
     routes += [_route(f"/healing_guard.{service}.v1.", service) for service in SERVICE_NAMES]
     return routes
 

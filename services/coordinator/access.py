@@ -6,6 +6,8 @@ from services.common.vocabulary import Role
 ADMIN, OPERATOR, VIEWER, SERVICE = Role.ADMIN, Role.OPERATOR, Role.VIEWER, Role.SERVICE
 
 ACCESS = {
+    "HealFailure": roles(OPERATOR, SERVICE),
+    "StreamHealFailure": roles(OPERATOR, SERVICE),
     "SubmitPlan": roles(OPERATOR, SERVICE),
     "GetAction": roles(VIEWER, OPERATOR, ADMIN, SERVICE),
     "ListActions": roles(VIEWER, OPERATOR, ADMIN, SERVICE),

@@ -1,5 +1,9 @@
 """Coordinator servicer: the Coordinator contract over the etcd action store.
 
+The heal: `HealFailure` / `StreamHealFailure` run (or resume) the heal workflow
+(`services.coordinator.workflow`, any replica: every step is a compare-and-swap of the
+heal's etcd record) over the leaves (`services.coordinator.peers`).
+
 Which replica answers what:
 - leader-only: `ClaimAction` (handing work out is the leader's decision, made from its
   view of the queue within the live concurrency limits). A follower answers
@@ -25,10 +29,9 @@ import time
 from dataclasses import replace
 from typing import cast
 
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
 from healing_guard.common.v1 import common_pb2
 from healing_guard.coordinator.v1 import coordinator_pb2, coordinator_pb2_grpc
+from healing_guard.detector.v1 import detector_pb2
 from services.common import auth
 from services.common.audit_trail import AuditTrail
 from services.common.config import ServiceConfig
@@ -37,16 +40,20 @@ from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.runtime import Assembly, Runtime
 from services.common.server import ServiceDefinition
 from services.common.tracing import annotate
-from services.common.vocabulary import ActionKind, FailureClass, Provider
+from services.common.vocabulary import Provider
 from services.coordinator.access import ACCESS
-from services.coordinator.actions import ActionRecord, ActionState, validate_plan_actions
+from services.coordinator.actions import ActionRecord, ActionState
 from services.coordinator.dispatcher import Dispatcher
 from services.coordinator.leadership import Leadership
 from services.coordinator.notify import OutcomeNotifier, job_ref
+from services.coordinator.peers import LeafClients
+from services.coordinator.queueing import HealQueue, plan_records
 from services.coordinator.scheduling import ExecutorSlot, executor_can_run, fair_order, running_by_tenant
-from services.coordinator.store import ActionStore, Registration
+from services.coordinator.store import ActionStore, Registration, WorkflowRecords
+from services.coordinator.workflow import HealWorkflow, LogSource, Ports, step_name
 
 MAX_CLAIM = 32
+UNARY_LOG_LIMIT = 4 * 1024 * 1024  # as detector.ReportFailure; StreamHealFailure for more
 # Live settings (etcd keys /healing-guard/config/coordinator/<name>, JSON values):
 #   lease_ttl_seconds    leader lease; read at start
 #   dispatch_concurrency actions the leader runs at once per provider (worker threads)
@@ -71,15 +78,54 @@ def record_message(record: ActionRecord) -> coordinator_pb2.ActionRecord:
     )
 
 
-def _job_dict(job: common_pb2.JobRef) -> dict[str, object]:
-    return {field.name: getattr(job, field.name) for field in common_pb2.JobRef.DESCRIPTOR.fields}
-
-
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
-    def __init__(self, store: ActionStore, leadership: Leadership, dispatcher: Dispatcher | None) -> None:
+    def __init__(self, store: ActionStore, leadership: Leadership, dispatcher: Dispatcher | None,
+                 workflow: HealWorkflow | None = None) -> None:
         self.store = store
         self.leadership = leadership
         self.dispatcher = dispatcher
+        self.workflow = workflow
+
+    async def HealFailure(self, request, context):  # type: ignore[no-untyped-def]
+        tenant = auth.tenant_for(request.report.tenant_id, "report.tenant_id")
+        if len(request.log) > UNARY_LOG_LIMIT:
+            raise InvalidArgument("log", f"is {len(request.log)} bytes; HealFailure takes at most {UNARY_LOG_LIMIT} "
+                                         "(use StreamHealFailure for larger logs)")
+        return await self._heal(tenant, request.report, request.log)
+
+    async def StreamHealFailure(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("item") != "report":
+            raise InvalidArgument("report", "the first StreamHealFailure message must carry the report "
+                                            "(metadata), then the log in log_chunk messages")
+        tenant = auth.tenant_for(first.report.tenant_id, "report.tenant_id")
+
+        async def chunks():  # type: ignore[no-untyped-def]
+            async for message in request_iterator:
+                if message.WhichOneof("item") == "report":
+                    raise InvalidArgument("report", "only the first StreamHealFailure message may carry the "
+                                                    "report; send the log in log_chunk messages after it")
+                if message.log_chunk:
+                    yield message.log_chunk
+
+        return await self._heal(tenant, first.report, chunks())
+
+    async def _heal(self, tenant: str, report: detector_pb2.FailureReport,
+                    log: LogSource) -> coordinator_pb2.HealFailureResponse:
+        if self.workflow is None:
+            raise Unavailable("this coordinator runs no heal workflow (no peers configured)")
+        annotate(tenant=tenant, repository=report.job.repository, run_id=report.job.run_id)
+        result = await self.workflow.heal(tenant, report, log)
+        annotate(workflow_id=result.workflow_id, heal_step=step_name(result.step), resumed=result.resumed,
+                 failure_class=common_pb2.FailureClass.Name(result.diagnosis.failure_class))
+        response = coordinator_pb2.HealFailureResponse(
+            diagnosis=result.diagnosis, action_ids=result.action_ids, warnings=result.warnings,
+            workflow_id=result.workflow_id, resumed=result.resumed)
+        if result.plan is not None and result.plan.plan_id:
+            response.plan.CopyFrom(result.plan)
+        if result.audit is not None:
+            response.audit.CopyFrom(result.audit)
+        return response
 
     async def SubmitPlan(self, request, context):  # type: ignore[no-untyped-def]
         tenant = auth.tenant_for(request.tenant_id or request.plan.tenant_id)
@@ -88,22 +134,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
             raise InvalidArgument("plan.plan_id", "is required")
         if plan.tenant_id and plan.tenant_id != tenant:
             raise PermissionDenied(f"plan.tenant_id {plan.tenant_id!r} does not match the tenant {tenant!r}")
-        provider = enum_field(Provider, plan.job.provider, "plan.job.provider")
-        failure_class = enum_field(FailureClass, plan.failure_class, "plan.failure_class", allow_unspecified=True)
-        now = time.time()
-        trace_parent = plan.trace_parent or _current_traceparent()
-        records = []
-        for index, action in enumerate(plan.actions):
-            kind = enum_field(ActionKind, action.kind, f"plan.actions[{index}].kind")
-            records.append(ActionRecord(
-                action_id=action.action_id or f"{plan.plan_id}-{index}", tenant=tenant, plan_id=plan.plan_id,
-                failure_id=plan.failure_id, order=index, kind=kind, provider=provider,
-                parameters=dict(action.parameters), idempotency_key=action.idempotency_key,
-                failure_class=failure_class, expected_success=action.expected_success, job=_job_dict(plan.job),
-                always_run=action.always_run,
-                cluster_id="", created_at=now, updated_at=now, trace_parent=trace_parent,
-            ))
-        validate_plan_actions(records)
+        records = plan_records(tenant, plan)
         ids, revision, duplicate = await self.store.submit(plan.plan_id, records)
         annotate(tenant=tenant, plan_id=plan.plan_id, actions=len(ids))
         if self.dispatcher is not None:
@@ -251,12 +282,6 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         return registration
 
 
-def _current_traceparent() -> str:
-    carrier: dict[str, str] = {}
-    TraceContextTextMapPropagator().inject(carrier)
-    return carrier.get("traceparent", "")
-
-
 def _visible(record: ActionRecord) -> bool:
     principal = auth.current_principal()
     return auth.acts_for_any_tenant(principal) or record.tenant == principal.tenant
@@ -280,7 +305,10 @@ async def build(config: ServiceConfig, runtime: Runtime) -> Assembly:
     notifier = OutcomeNotifier(runtime.peers, audit)
     dispatcher = Dispatcher(store, leadership, executor_selector(os.environ, config.data_dir), notifier,
                             settings=runtime.live.get)
-    servicer = CoordinatorServicer(store, leadership, dispatcher)
+    leaves = LeafClients(runtime.peers)
+    workflow = HealWorkflow(Ports(tenancy=leaves, detector=leaves, predictor=leaves, planner=leaves,
+                                  store=HealQueue(WorkflowRecords(runtime.etcd, store), dispatcher.wake)))
+    servicer = CoordinatorServicer(store, leadership, dispatcher, workflow)
 
     async def started(server) -> None:  # type: ignore[no-untyped-def]
         leadership.start()

@@ -11,6 +11,9 @@ Keys (all under /healing-guard/coordinator/):
   claims/<action id>     the claimer's id, under the claimer's lease: it vanishes with it
   executors/<id>         an external executor's registration, under its heartbeat lease
   leader                 the elected replica, under its lease
+
+and, outside that prefix so the dispatcher's view and watch never see them:
+  /healing-guard/workflows/<workflow id>   a heal's HealWorkflow record (protobuf), see workflow.py
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from etcd3aio._protobuf import Compare
 from etcd3aio.errors import EtcdConnectionError, EtcdTransientError
 from etcd3aio.kv import KVService, prefix_range_end
 
+from healing_guard.coordinator.v1 import coordinator_pb2
 from services.common.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from services.coordinator.actions import ActionRecord
 
@@ -35,6 +39,7 @@ PLANS = PREFIX + "plans/"
 CLAIMS = PREFIX + "claims/"
 EXECUTORS = PREFIX + "executors/"
 LEADER = PREFIX + "leader"
+WORKFLOWS = "/healing-guard/workflows/"
 TXN_TIMEOUT_S = 5.0
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -173,12 +178,19 @@ class ActionStore:
     @etcd_unavailable_as_status
     async def submit(self, plan_id: str, records: Sequence[ActionRecord]) -> tuple[list[str], int, bool]:
         """Write the plan marker and every action in one transaction; idempotent per plan id."""
+        return await self._submit(plan_id, records, None)
+
+    async def _submit(self, plan_id: str, records: Sequence[ActionRecord],
+                      also: tuple[Compare, Any] | None) -> tuple[list[str], int, bool]:
         plan_key = PLANS + plan_id
         ids = [r.action_id for r in records]
         success = [KVService.txn_op_put(plan_key, json.dumps(ids))]
         success += [KVService.txn_op_put(action_key(r.action_id), r.to_json()) for r in records]
         compare = [KVService.txn_compare_create_revision(plan_key, 0)]
         compare += [KVService.txn_compare_create_revision(action_key(r.action_id), 0) for r in records]
+        if also is not None:
+            compare.append(also[0])
+            success.append(also[1])
         response = await self.etcd.kv.txn(compare, success, [KVService.txn_op_get(plan_key)], timeout=TXN_TIMEOUT_S)
         if response.succeeded:
             return ids, response.header.revision, False
@@ -351,6 +363,65 @@ class ActionStore:
             for event in response.events:
                 if event.type == 0:  # PUT
                     yield ActionRecord.from_json(event.kv.value), event.kv.mod_revision
+
+
+def _version_compare(key: str, version: int) -> Compare:
+    """The key is still at mod revision `version` (0: it does not exist yet)."""
+    if version == 0:
+        return KVService.txn_compare_create_revision(key, 0)
+    return Compare(key=key.encode(), target=Compare.MOD, result=Compare.EQUAL, mod_revision=version)
+
+
+class WorkflowRecords:
+    """The heals' `HealWorkflow` records in etcd (`workflow.WorkflowStore`): a protobuf
+    message per heal, every write a compare-and-swap on the record's mod revision."""
+
+    def __init__(self, etcd: Any, actions: ActionStore) -> None:
+        self.etcd = etcd
+        self.actions = actions
+
+    @etcd_unavailable_as_status
+    async def load(self, workflow_id: str) -> tuple[coordinator_pb2.HealWorkflow | None, int]:
+        response = await self.etcd.kv.get(WORKFLOWS + workflow_id, timeout=TXN_TIMEOUT_S)
+        if not response.kvs:
+            return None, 0
+        record = coordinator_pb2.HealWorkflow()
+        record.ParseFromString(response.kvs[0].value)
+        return record, response.kvs[0].mod_revision
+
+    @etcd_unavailable_as_status
+    async def save(self, record: coordinator_pb2.HealWorkflow, version: int) -> int | None:
+        key = WORKFLOWS + record.workflow_id
+        payload = record.SerializeToString(deterministic=True)
+        response = await self.etcd.kv.txn([_version_compare(key, version)], [KVService.txn_op_put(key, payload)],
+                                          [KVService.txn_op_get(key)], timeout=TXN_TIMEOUT_S)
+        if response.succeeded:
+            return int(response.header.revision)
+        # A txn retried after a lost answer: what is stored is exactly what we wrote.
+        kvs = response.responses[0].response_range.kvs if response.responses else []
+        if kvs and kvs[0].value == payload:
+            return int(kvs[0].mod_revision)
+        return None
+
+    @etcd_unavailable_as_status
+    async def queue(self, record: coordinator_pb2.HealWorkflow, version: int,
+                    records: Sequence[ActionRecord]) -> tuple[list[str], int] | None:
+        """The plan's actions, its marker and the record, in one transaction (see `ActionStore.submit`)."""
+        key = WORKFLOWS + record.workflow_id
+        del record.action_ids[:]
+        record.action_ids.extend(r.action_id for r in records)
+        payload = record.SerializeToString(deterministic=True)
+        also = (_version_compare(key, version), KVService.txn_op_put(key, payload))
+        try:
+            ids, revision, duplicate = await self.actions._submit(record.plan.plan_id, records, also)
+        except AlreadyExists:
+            return None
+        if not duplicate:
+            return ids, revision
+        # The plan was queued before (by an earlier call of this heal whose record we did not
+        # see, or by SubmitPlan): record that, without queuing anything again.
+        saved = await self.save(record, version)
+        return None if saved is None else (ids, saved)
 
 
 class GroupCommit:

@@ -1,9 +1,9 @@
-"""Detector servicer: intake, diagnosis, and the hand-off to planner and coordinator.
+"""Detector servicer: intake and diagnosis, a leaf of the heal.
 
-ReportFailure / StreamFailure: validate → consume the tenant's quota → diagnose
-(redacted before anything is stored or traced) → store → audit → plan → submit.
-The diagnosis is the detector's answer; planning and execution problems come back
-as warnings beside it, so a caller always learns why the job failed.
+ReportFailure / StreamFailure: validate → diagnose (redacted before anything is
+stored or traced) → store → audit (through the outbox) → answer. The detector calls
+no one: quota, planning and the queue are the coordinator's heal workflow
+(Coordinator.HealFailure), which calls this as its diagnose step.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import logging
 import queue
 from collections.abc import Iterator
 from typing import Any, cast
-
-import grpc
 
 from healing_guard.common.v1 import common_pb2
 from healing_guard.detector.v1 import detector_pb2, detector_pb2_grpc
@@ -30,7 +28,6 @@ from services.common.tracing import annotate
 from services.common.vocabulary import ActionKind, FailureClass, Provider
 from services.detector.access import ACCESS
 from services.detector.clusters import ClusterRow
-from services.detector.downstream import Downstream
 from services.detector.intake import (
     STREAM_LOG_LIMIT,
     FailureMetadata,
@@ -201,16 +198,15 @@ _ABORT = object()
 
 
 class DetectorServicer(detector_pb2_grpc.DetectorServicer):
-    def __init__(self, core: DetectorCore, downstream: Downstream | None, audit: AuditTrail | None) -> None:
+    def __init__(self, core: DetectorCore, audit: AuditTrail | None) -> None:
         self.core = core
-        self.downstream = downstream
         self.audit = audit
 
     async def ReportFailure(self, request, context):  # type: ignore[no-untyped-def]
         tenant = auth.tenant_for(request.report.tenant_id, "report.tenant_id")
         meta = metadata_of(tenant, request.report)
         validate_unary_log(request.log)
-        await self._admit(meta)
+        self._admit(meta)
         stored = await asyncio.to_thread(
             self.core.diagnose, meta, request.log, request.report.junit_xml or None
         )
@@ -232,7 +228,7 @@ class DetectorServicer(detector_pb2_grpc.DetectorServicer):
             )
         tenant = auth.tenant_for(first.report.tenant_id, "report.tenant_id")
         meta = metadata_of(tenant, first.report)
-        await self._admit(meta)
+        self._admit(meta)
         chunks: queue.Queue[object] = queue.Queue(maxsize=STREAM_QUEUE_CHUNKS)
 
         def produce() -> Iterator[bytes]:
@@ -282,10 +278,8 @@ class DetectorServicer(detector_pb2_grpc.DetectorServicer):
         stored = await work
         return await self._after_diagnosis(stored)
 
-    async def _admit(self, meta: FailureMetadata) -> None:
+    def _admit(self, meta: FailureMetadata) -> None:
         annotate(tenant=meta.tenant, repository=meta.repository, failure_id=meta.failure_id)
-        if self.downstream is not None:
-            await self.downstream.consume_failure_quota(meta.tenant, meta.failure_id)
 
     async def _after_diagnosis(self, stored: DiagnosisRecord) -> detector_pb2.ReportFailureResponse:
         meta, result = stored.metadata, stored
@@ -322,22 +316,6 @@ class DetectorServicer(detector_pb2_grpc.DetectorServicer):
                 response.audit.CopyFrom(receipt)
             else:
                 response.warnings.append("audit log unavailable: the diagnosis is queued, recorded later")
-        if self.downstream is None:
-            return response
-        try:
-            plan = await self.downstream.plan(
-                meta.tenant, diagnosis, meta.last_good_revision, meta.memory_limit_mb
-            )
-        except grpc.aio.AioRpcError as error:
-            response.warnings.append(f"planner: {error.code().name}: {error.details()}")
-            return response
-        response.plan.CopyFrom(plan)
-        if meta.diagnose_only:
-            return response
-        try:
-            response.action_ids.extend(await self.downstream.submit(meta.tenant, plan))
-        except grpc.aio.AioRpcError as error:
-            response.warnings.append(f"coordinator: {error.code().name}: {error.details()}")
         return response
 
     async def GetDiagnosis(self, request, context):  # type: ignore[no-untyped-def]
@@ -537,7 +515,7 @@ async def build(config: ServiceConfig, runtime: Runtime) -> Assembly:
         lambda key, value: core.set_threshold(float(value)) if key == "confidence_threshold" else None
     )
     audit = runtime.keep(AuditTrail(runtime.peers, config.data_dir / "audit-outbox.sqlite3"))
-    servicer = DetectorServicer(core, Downstream(runtime.peers), audit)
+    servicer = DetectorServicer(core, audit)
 
     async def started(server: object) -> None:
         core.start_loading_model()  # after the server is up, so health answers while the model trains

@@ -1,4 +1,9 @@
-"""Planner servicer: the Planner contract over policy, learning, planning and batch."""
+"""Planner servicer: the Planner contract over policy, learning, planning and batch.
+
+A leaf of the heal: it calls no one (the coordinator passes the predictor's forecast
+in PlanHealingRequest.forecast, and queues plans itself); it only appends to the
+audit log through its outbox.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,14 @@ import random
 import time
 from typing import Any, cast
 
-import grpc
-
 from healing_guard.common.v1 import common_pb2
-from healing_guard.coordinator.v1 import coordinator_pb2, coordinator_pb2_grpc
 from healing_guard.planner.v1 import planner_pb2, planner_pb2_grpc
-from healing_guard.predictor.v1 import predictor_pb2, predictor_pb2_grpc
+from healing_guard.predictor.v1 import predictor_pb2
 from services.common import auth
 from services.common.audit_trail import AuditTrail
-from services.common.clients import PeerClients
 from services.common.config import ServiceConfig
 from services.common.convert import enum_field, timestamp, timestamp_field
-from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
+from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.live_config import LiveConfig
 from services.common.runtime import Assembly, Runtime
 from services.common.server import ServiceDefinition
@@ -33,8 +34,6 @@ from services.planner.store import PlannerStore
 
 log = logging.getLogger(__name__)
 
-FORECAST_TIMEOUT_S = 2.0
-SUBMIT_TIMEOUT_S = 10.0
 LIVE_DEFAULTS: dict[str, Any] = {"policy_overrides": {}, "batch_time_budget_seconds": 1.0}
 # PlanRequest (domain) field -> the PlanHealingRequest field it came from.
 PLAN_REQUEST_FIELDS: dict[str, str] = {
@@ -71,10 +70,9 @@ def plan_message(plan: Plan, diagnosis: common_pb2.Diagnosis | None = None, risk
 
 
 class PlannerServicer(planner_pb2_grpc.PlannerServicer):
-    def __init__(self, store: PlannerStore, peers: PeerClients | None, audit: AuditTrail | None,
-                 live: LiveConfig, rng: random.Random | None = None) -> None:
+    def __init__(self, store: PlannerStore, audit: AuditTrail | None, live: LiveConfig,
+                 rng: random.Random | None = None) -> None:
         self.store = store
-        self.peers = peers
         self.audit = audit
         self.live = live
         self.rng = rng or random.Random()
@@ -91,7 +89,7 @@ class PlannerServicer(planner_pb2_grpc.PlannerServicer):
         failure_class = enum_field(FailureClass, diagnosis.failure_class, "diagnosis.failure_class")
         if request.memory_limit_mb < 0:
             raise InvalidArgument("memory_limit_mb", f"must be >= 0, got {request.memory_limit_mb}")
-        risk, risk_summary = await self._forecast(tenant, diagnosis.job)
+        risk, risk_summary = _risk(request)
         step = diagnosis.failed_step if diagnosis.HasField("failed_step") else None
         plan_request = PlanRequest(
             tenant=tenant, failure_id=diagnosis.failure_id, failure_class=failure_class,
@@ -126,22 +124,6 @@ class PlannerServicer(planner_pb2_grpc.PlannerServicer):
                 "policy_rule": plan.policy_rule, "risk": risk, "rationale": plan.rationale,
             }, event_id=plan.plan_id)
         return plan_message(plan, diagnosis, risk, risk_summary)
-
-    async def _forecast(self, tenant: str, job: common_pb2.JobRef) -> tuple[float | None, str]:
-        """The predictor's risk for this pipeline; planning goes on without it if it is away."""
-        if self.peers is None or not job.repository or not job.pipeline:
-            return None, ""
-        stub = self.peers.stub("predictor", predictor_pb2_grpc.PredictorStub)
-        try:
-            reply = await stub.ForecastRisk(predictor_pb2.ForecastRiskRequest(
-                tenant_id=tenant, repository=job.repository, pipeline=job.pipeline, horizon_runs=10,
-            ), timeout=FORECAST_TIMEOUT_S)
-        except grpc.aio.AioRpcError as error:
-            log.warning("forecast unavailable (%s); planning without risk", error.code().name)
-            return None, "no forecast: the predictor did not answer"
-        if not reply.has_history:
-            return None, reply.summary
-        return reply.next_run_failure_probability, reply.summary
 
     async def PlanBatch(self, request, context):  # type: ignore[no-untyped-def]
         auth.tenant_for(request.tenant_id)
@@ -235,12 +217,14 @@ class PlannerServicer(planner_pb2_grpc.PlannerServicer):
         tenant = auth.tenant_for(request.tenant_id)
         if not request.HasField("recommendation"):
             raise InvalidArgument("recommendation", "is required (as Predictor.Recommend returned it)")
+        if request.submit:
+            raise FailedPrecondition("PlanRecommendation no longer queues plans: call it without submit, then "
+                                     "Coordinator.SubmitPlan with the plan it returns", reason="SUBMIT_MOVED")
         accepted = _recommendation(request.recommendation)
-        job = _recommendation_job(request.job, accepted, request.submit)
+        job = _recommendation_job(request.job, accepted)
         recommendations.validate_recommendation(accepted)
         policy = self._policy(tenant, recommendations.class_prevented(accepted))
-        built = recommendations.plan_recommendation(tenant, accepted, policy, self.store,
-                                                    submit=request.submit)
+        built = recommendations.plan_recommendation(tenant, accepted, policy, self.store, submit=False)
         plan = self.store.save_plan(built)
         duplicate = plan.created_at != built.created_at
         annotate(tenant=tenant, plan_id=plan.plan_id, action=accepted.kind.name, duplicate=duplicate)
@@ -252,24 +236,17 @@ class PlannerServicer(planner_pb2_grpc.PlannerServicer):
             }, event_id=plan.plan_id)
         message = plan_message(plan)
         message.job.CopyFrom(job)
-        response = planner_pb2.PlanRecommendationResponse(plan=message, duplicate=duplicate)
-        if request.submit:
-            if self.peers is None:
-                raise Unavailable("no coordinator is configured to submit the plan to")
-            stub = self.peers.stub("coordinator", coordinator_pb2_grpc.CoordinatorStub)
-            try:
-                submitted = await stub.SubmitPlan(coordinator_pb2.SubmitPlanRequest(tenant_id=tenant, plan=message),
-                                                  timeout=SUBMIT_TIMEOUT_S)
-            except grpc.aio.AioRpcError as error:
-                if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    raise Unavailable(f"plan {plan.plan_id} is stored but the coordinator did not take it "
-                                      f"({error.code().name}); submit again") from None
-                raise FailedPrecondition(f"plan {plan.plan_id} is stored but the coordinator refused it: "
-                                         f"{error.code().name}: {error.details()}",
-                                         reason="COORDINATOR_REFUSED") from None
-            response.submitted = True
-            response.action_ids.extend(submitted.action_ids)
-        return response
+        return planner_pb2.PlanRecommendationResponse(plan=message, duplicate=duplicate)
+
+
+def _risk(request: planner_pb2.PlanHealingRequest) -> tuple[float | None, str]:
+    """The predictor's risk as the coordinator passed it: (probability or None, summary)."""
+    if not request.HasField("forecast"):
+        return None, ""
+    forecast = request.forecast
+    if not forecast.has_history:
+        return None, forecast.summary
+    return forecast.next_run_failure_probability, forecast.summary
 
 
 def _policy_message(tenant: str, policies: dict[FailureClass, Policy], source: str) -> planner_pb2.Policy:
@@ -297,8 +274,7 @@ def _recommendation(message: predictor_pb2.Recommendation) -> recommendations.Re
     )
 
 
-def _recommendation_job(job: common_pb2.JobRef, accepted: recommendations.Recommendation,
-                        submit: bool) -> common_pb2.JobRef:
+def _recommendation_job(job: common_pb2.JobRef, accepted: recommendations.Recommendation) -> common_pb2.JobRef:
     """Where the plan's action runs: the caller's job, filled in from the recommendation's scope."""
     out = common_pb2.JobRef()
     out.CopyFrom(job)
@@ -307,16 +283,13 @@ def _recommendation_job(job: common_pb2.JobRef, accepted: recommendations.Recomm
         if given and wanted and given != wanted:
             raise InvalidArgument(f"job.{name}", f"{given!r} is not the recommendation's {wanted!r}")
         setattr(out, name, given or wanted)
-    if submit and job.provider == common_pb2.PROVIDER_UNSPECIFIED:
-        raise InvalidArgument("job.provider", "is required to submit: the coordinator must know which CI "
-                                              "provider carries the action out")
     return out
 
 
 async def build(config: ServiceConfig, runtime: Runtime) -> Assembly:
     store = PlannerStore(config.database_path)
     audit = runtime.keep(AuditTrail(runtime.peers, config.data_dir / "audit-outbox.sqlite3"))
-    servicer = PlannerServicer(store, runtime.peers, audit, runtime.live)
+    servicer = PlannerServicer(store, audit, runtime.live)
 
     async def stop() -> None:
         store.close()

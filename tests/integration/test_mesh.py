@@ -15,7 +15,6 @@ from deploy.heal_examples import EXAMPLES, failure_report, heal
 from deploy.mesh import SERVICES, Mesh
 from healing_guard.common.v1 import common_pb2
 from healing_guard.coordinator.v1 import coordinator_pb2
-from healing_guard.detector.v1 import detector_pb2
 from services.common.tokens import TokenSigner
 from tests.integration.conftest import grpcurl, status_of
 
@@ -67,8 +66,8 @@ def _report_call(client: MeshClient, log: bytes = b"error: something broke\n", *
     report = failure_report(example("oom_killed"))
     for key, value in job_changes.items():
         setattr(report.job, key, value)
-    request = detector_pb2.ReportFailureRequest(report=report, log=log)
-    return lambda: client.detector.ReportFailure(request, metadata=client.metadata, timeout=30)
+    request = coordinator_pb2.HealFailureRequest(report=report, log=log)
+    return lambda: client.coordinator.HealFailure(request, metadata=client.metadata, timeout=30)
 
 
 def _error(call) -> grpc.RpcError:  # type: ignore[no-untyped-def]
@@ -79,8 +78,8 @@ def _error(call) -> grpc.RpcError:  # type: ignore[no-untyped-def]
 
 def test_no_token_is_unauthenticated_at_the_gateway(connection: MeshConnection) -> None:
     with MeshClient(connection, token="unused") as client:
-        request = detector_pb2.ReportFailureRequest(report=failure_report(example("oom")), log=b"x")
-        error = _error(lambda: client.detector.ReportFailure(request, timeout=10))
+        request = coordinator_pb2.HealFailureRequest(report=failure_report(example("oom")), log=b"x")
+        error = _error(lambda: client.coordinator.HealFailure(request, timeout=10))
     assert error.code() is grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -128,14 +127,14 @@ def test_malformed_reports_name_the_field(operator: MeshClient, mesh: Mesh, chan
     error = _error(_report_call(operator, **change))
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert field in error.details()
-    mesh.wait_serving(mesh.gateway_address, "detector", via_gateway=True, timeout=10)
+    mesh.wait_serving(mesh.gateway_address, "coordinator", via_gateway=True, timeout=10)
 
 
-def test_an_oversized_log_points_to_stream_failure(operator: MeshClient, mesh: Mesh) -> None:
+def test_an_oversized_log_points_to_stream_heal_failure(operator: MeshClient, mesh: Mesh) -> None:
     error = _error(_report_call(operator, log=b"x" * (4 * 1024 * 1024 + 1)))
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert "log" in error.details() and "StreamFailure" in error.details()
-    mesh.wait_serving(mesh.gateway_address, "detector", via_gateway=True, timeout=10)
+    assert "log" in error.details() and "StreamHealFailure" in error.details()
+    mesh.wait_serving(mesh.gateway_address, "coordinator", via_gateway=True, timeout=10)
 
 
 def test_a_large_log_streams_and_is_diagnosed(operator: MeshClient) -> None:
@@ -146,13 +145,25 @@ def test_a_large_log_streams_and_is_diagnosed(operator: MeshClient) -> None:
     report.diagnose_only = True
 
     def chunks():  # type: ignore[no-untyped-def]
-        yield detector_pb2.StreamFailureRequest(report=report)
+        yield coordinator_pb2.StreamHealFailureRequest(report=report)
         for start in range(0, len(big), 512 * 1024):
-            yield detector_pb2.StreamFailureRequest(log_chunk=big[start:start + 512 * 1024])
+            yield coordinator_pb2.StreamHealFailureRequest(log_chunk=big[start:start + 512 * 1024])
 
-    answer = operator.detector.StreamFailure(chunks(), metadata=operator.metadata, timeout=120)
+    answer = operator.coordinator.StreamHealFailure(chunks(), metadata=operator.metadata, timeout=120)
     assert answer.diagnosis.failure_class == common_pb2.DISK_FULL
-    assert not answer.action_ids  # diagnose_only executes nothing
+    assert answer.plan.plan_id  # planned...
+    assert not answer.action_ids  # ...but diagnose_only queues nothing
+
+
+def test_healing_the_same_job_attempt_again_resumes_and_queues_nothing_new(operator: MeshClient) -> None:
+    call = _report_call(operator, log=(EXAMPLES / example("oom_killed")["file"]).read_bytes(),
+                        run_id=f"again-{time.time_ns()}")
+    first, again = call(), call()
+    assert first.action_ids and not first.resumed
+    assert again.resumed and again.workflow_id == first.workflow_id
+    assert list(again.action_ids) == list(first.action_ids)
+    assert again.diagnosis.failure_id == first.diagnosis.failure_id
+    assert again.plan.plan_id == first.plan.plan_id
 
 
 def test_leader_is_one_of_the_two_replicas(operator: MeshClient) -> None:

@@ -452,11 +452,14 @@ def test_a_recommendation_accepted_into_a_plan_quotes_its_evidence_and_runs(
     )
     assert explained.explanation == plan.rationale
 
-    error = refusal(lambda: accept(rec, submit=True, provider=common_pb2.PROVIDER_UNSPECIFIED))
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and bad_request_fields(error) == ["job.provider"]
-
-    submitted = accept(rec, submit=True)
-    assert submitted.duplicate and submitted.submitted and submitted.plan.plan_id == plan.plan_id
+    # The planner queues nothing (it is a leaf): the caller hands the plan to the coordinator.
+    error = refusal(lambda: accept(rec, submit=True))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "Coordinator.SubmitPlan" in error.details()
+    again = accept(rec)
+    assert again.duplicate and not again.submitted and again.plan.plan_id == plan.plan_id
+    submitted = operator.coordinator.SubmitPlan(
+        coordinator_pb2.SubmitPlanRequest(plan=again.plan), metadata=operator.metadata, timeout=TIMEOUT
+    )
     assert len(submitted.action_ids) == 2
     listed = operator.coordinator.ListActions(
         coordinator_pb2.ListActionsRequest(plan_id=plan.plan_id), metadata=operator.metadata, timeout=TIMEOUT
@@ -495,7 +498,7 @@ def test_a_recommendation_accepted_into_a_plan_quotes_its_evidence_and_runs(
     other = predictor_pb2.Recommendation()
     other.CopyFrom(rec)
     other.recommendation_id = "rec-forbidden"
-    error = refusal(lambda: accept(other, submit=True))
+    error = refusal(lambda: accept(other))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert (
         error.details().startswith("recommendation.kind:")

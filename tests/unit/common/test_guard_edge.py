@@ -61,7 +61,7 @@ AUTH = (("authorization", f"Bearer {TOKEN}"),)
 
 
 def _register(server: grpc.aio.Server) -> None:
-    detector_pb2_grpc.add_DetectorServicer_to_server(DetectorServicer(_FakeCore(), None, None), server)  # type: ignore[arg-type]
+    detector_pb2_grpc.add_DetectorServicer_to_server(DetectorServicer(_FakeCore(), None), server)  # type: ignore[arg-type]
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(_Coordinator(), server)
 
 

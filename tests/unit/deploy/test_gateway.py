@@ -70,7 +70,7 @@ def route_for(config: dict[str, Any], path: str, headers: dict[str, str] | None 
     [vhost] = hcm(config)["route_config"]["virtual_hosts"]
     for route in vhost["routes"]:
         match = route["match"]
-        if not path.startswith(match["prefix"]):
+        if "path" in match and path != match["path"] or "prefix" in match and not path.startswith(match["prefix"]):
             continue
         if all(headers.get(h["name"]) == h["string_match"]["exact"] for h in match.get("headers", [])):
             return route["route"]["cluster"]
@@ -184,6 +184,20 @@ def test_routes(pki: PkiPaths) -> None:
     assert route_for(config, "/healing_guard.billing.v1.X/Y") is None
     [vhost] = hcm(config)["route_config"]["virtual_hosts"]
     assert {route["route"]["timeout"] for route in vhost["routes"]} == {"0s"}
+
+
+def test_the_heal_is_retried_on_another_coordinator_and_nothing_else_is(pki: PkiPaths) -> None:
+    config = render_gateway_config(make_spec(pki))
+    [vhost] = hcm(config)["route_config"]["virtual_hosts"]
+    heal = "/healing_guard.coordinator.v1.Coordinator/HealFailure"
+    assert route_for(config, heal) == "coordinator"
+    retried = [r for r in vhost["routes"] if "retry_policy" in r["route"]]
+    assert [r["match"] for r in retried] == [{"path": heal}]
+    policy = retried[0]["route"]["retry_policy"]
+    assert "unavailable" in policy["retry_on"] and "reset" in policy["retry_on"]
+    assert policy["retry_host_predicate"][0]["name"] == "envoy.retry_host_predicates.previous_hosts"
+    # The client stream is not replayable: it takes the coordinator's plain route.
+    assert route_for(config, "/healing_guard.coordinator.v1.Coordinator/StreamHealFailure") == "coordinator"
 
 
 @pytest.mark.parametrize(("change", "field"), [

@@ -19,7 +19,7 @@ from services.planner.store import PlannerStore
 @pytest.fixture
 def servicer() -> PlannerServicer:
     auth.set_principal(Principal("op", "acme", frozenset({"operator"}), "jti-op", 2e9))
-    return PlannerServicer(PlannerStore(":memory:"), None, None, LiveConfig("planner", LIVE_DEFAULTS))
+    return PlannerServicer(PlannerStore(":memory:"), None, LiveConfig("planner", LIVE_DEFAULTS))
 
 
 def _plan(servicer: PlannerServicer, **diagnosis: object) -> None:
