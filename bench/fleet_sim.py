@@ -252,7 +252,8 @@ class MeasuredClassifier(Classifier):
     @classmethod
     def from_confusion(cls, confusion: dict[str, dict[str, int]], confidence_right: list[float],
                        confidence_wrong: list[float], threshold: float, smoothing: float = 1.0,
-                       source: dict[str, object] | None = None, prior: str = "uniform") -> MeasuredClassifier:
+                       source: dict[str, object] | None = None, prior: str = "uniform",
+                       flaky_as_test_failure: bool = False) -> MeasuredClassifier:
         counts: dict[F, dict[F, float]] = {}
         for truth_name, row in confusion.items():
             truth = FailureClass[truth_name]
@@ -298,6 +299,11 @@ class MeasuredClassifier(Classifier):
                 continue
             pooled_classes.append(truth)
             rows[truth] = [(o, shape.get(o, 0.0)) for o in OUTCOMES]
+        if flaky_as_test_failure and F.TEST_FAILURE in rows:
+            # The pessimistic reading: from its log alone a flaky failure looks like a failed test,
+            # so it is answered as a TEST_FAILURE is (and escalated unless flaky history says more).
+            rows[F.FLAKY_TEST] = list(rows[F.TEST_FAILURE])
+            pooled_classes = [c for c in pooled_classes if c is not F.FLAKY_TEST]
         return cls(rows=rows, pooled_classes=tuple(pooled_classes),
                    confidence_right=tuple(confidence_right) or (1.0,),
                    confidence_wrong=tuple(confidence_wrong) or (1.0,), threshold=threshold,
@@ -307,7 +313,7 @@ class MeasuredClassifier(Classifier):
 
     @classmethod
     def from_eval(cls, path: Path = REAL_CI_EVAL, smoothing: float = 1.0,
-                  prior: str = "uniform") -> MeasuredClassifier:
+                  prior: str = "uniform", flaky_as_test_failure: bool = False) -> MeasuredClassifier:
         document = json.loads(path.read_text())
         behaviour = document["classifier_behaviour"]
         try:
@@ -317,6 +323,7 @@ class MeasuredClassifier(Classifier):
         return cls.from_confusion(
             behaviour["confusion"], behaviour["confidence_right"], behaviour["confidence_wrong"],
             float(document.get("confidence_threshold", 0.6)), smoothing, prior=prior,
+            flaky_as_test_failure=flaky_as_test_failure,
             source={"eval_file": shown, "eval_commit": document.get("commit"),
                     "eval_split": document.get("split"), "eval_logs": document.get("logs")})
 
@@ -799,6 +806,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoothing-prior", choices=("uniform", "pooled"), default="pooled",
                         help="shape of the smoothing prior: the pooled behaviour (the default; thin rows shrink "
                              "towards the pooled accuracy) or uniform (add-one; thin rows flatten towards uniform)")
+    parser.add_argument("--flaky-as-test-failure", action="store_true",
+                        help="pessimistic: flaky failures are answered as test failures are (the corpus has no "
+                             "flaky log, so by default they get the pooled behaviour)")
     parser.add_argument("--cluster-purity", type=float, default=None,
                         help="share of failures whose cluster id follows the root cause "
                              "(default: from bench/results/loghub_grouping.json)")
@@ -814,7 +824,8 @@ def main(argv: list[str] | None = None) -> int:
         classifier = AssumedClassifier(args.accuracy)
         mode_line = f"classifier: ASSUMED accuracy {args.accuracy:.0%} (--accuracy; not measured)"
     else:
-        classifier = MeasuredClassifier.from_eval(args.eval_file, args.smoothing, args.smoothing_prior)
+        classifier = MeasuredClassifier.from_eval(args.eval_file, args.smoothing, args.smoothing_prior,
+                                                  args.flaky_as_test_failure)
         src = classifier.source
         pooled = classifier.pooled
         mode_line = (f"classifier: MEASURED, replaying {src['eval_file']} (commit {src['eval_commit']}, "

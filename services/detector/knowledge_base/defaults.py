@@ -393,6 +393,13 @@ _RULES: list[tuple[str, F, int, str, str]] = [
     ("config.file-not-found-script", F.CONFIGURATION, 40, r"^(/bin/)?(ba)?sh: ([^ ]+: )?(line [0-9]+: )?[^ ]+: (No such file or directory|Permission denied)$", "a script or file the job runs is missing"),
     ("config.android-license", F.CONFIGURATION, 70, r"You have not accepted the license agreements|License for package .* not accepted|Failed to install the following (Android )?SDK packages", "the Android SDK on the runner lacks a package or licence"),
     ("config.java-class-version", F.CONFIGURATION, 66, r"Unsupported major\.minor version [0-9.]+|java\.lang\.UnsupportedClassVersionError", "code built for a newer JDK than the runner's"),
+    ("config.maven-enforcer", F.CONFIGURATION, 62, r"Failed to execute goal org\.apache\.maven\.plugins:maven-enforcer-plugin|enforcer\.Require[A-Za-z]+ failed with message", "Maven enforcer: the build environment breaks a rule (Java/Maven version, banned dependency)"),
+    ("config.browser-launch", F.CONFIGURATION, 64, r"Cannot start (Chrome|ChromeHeadless|Firefox)|No binary for [A-Za-z]+ browser|Failed to launch the browser process|Chrome failed to start", "the test browser is missing or cannot start on the runner"),
+    ("config.sdk-location", F.CONFIGURATION, 68, r"SDK location not found|Could not determine java version from|Could not find tools\.jar|Your Ruby version is [0-9.]+, but your Gemfile specified", "the runner's SDK or language version does not match the build"),
+    ("dep.python-dist-missing", F.DEPENDENCY_FETCH, 66, r"pkg_resources\.(DistributionNotFound|VersionConflict)|Bundler::GemNotFound|error: Setup script exited with error", "a package the code needs is not installed or conflicts"),
+    ("oom.gradle-daemon-vanished", F.OUT_OF_MEMORY, 66, r"The Gradle daemon disappeared unexpectedly|Gradle build daemon disappeared unexpectedly", "the Gradle daemon died (usually killed for memory)"),
+    ("lint.jscs", F.LINT, 55, r"[0-9]+ code style errors? found", "jscs style errors"),
+    ("test.jest-snapshot", F.TEST_FAILURE, 52, r"[1-9][0-9]* snapshots? failed", "jest snapshot mismatch"),
     # --- timeouts and the provider --------------------------------------------------------
     ("timeout.travis-max-time", F.TIMEOUT, 92, r"The job exceeded the maximum time limit for jobs, and has been terminated|Your test run exceeded [0-9]+ minutes", "Travis: the job hit its time limit"),
     ("timeout.generic-exceeded", F.TIMEOUT, 56, r"(?i)\b(execution|build|job|step|command) (timed out|timeout exceeded)\b|\bTimeout exceeded\b", "something hit its time limit"),
