@@ -331,6 +331,16 @@ def _command_rules() -> tuple[tuple[Pattern, re2._Regexp], ...]:
     return tuple((p, re2.compile(p.expression)) for p in command_patterns())
 
 
+@functools.cache
+def _exit_code_patterns() -> dict[int, Pattern]:
+    """Exit codes the shell and the kernel give meaning to, as weak priors."""
+    from services.detector.knowledge_base.defaults import EXIT_CODE_RULES, HINT  # noqa: PLC0415
+
+    return {code: Pattern(pattern_id=rule_id, tenant="", failure_class=failure_class, expression=f"exit {code}",
+                          description=description, remediation_hint=HINT[failure_class], priority=priority)
+            for code, rule_id, failure_class, priority, description in EXIT_CODE_RULES}
+
+
 TEST_OUTPUT_PENALTY = 25
 # What a test prints while it fails (a refused connection, a denied file, a bad setting, its
 # own time limit) is the test's failure when the run goes on to report failed tests.
@@ -562,16 +572,19 @@ class Diagnoser:
         return _inside_test_output(weighed, scan)
 
     def _command_match(self, step: FailedStep | None) -> Match | None:
-        """What the failed command itself says (`rubocop` -> LINT), as a match on the line
-        that reported the failure."""
-        if step is None or not (step.command or step.name):
+        """What the failed command itself says (`rubocop` -> LINT), or failing that its exit
+        code (127: not found), as a match on the line that reported the failure."""
+        if step is None:
             return None
-        subject = f"{step.command}\n{step.name}".lower()
-        for pattern, compiled in _command_rules():
-            if compiled.search(subject) is not None:
-                text = getattr(step, "end_text", "") or step.command or step.name
-                return Match(pattern, step.end_line or step.start_line, text, 0)
-        return None
+        text = step.end_text or step.command or step.name
+        line = step.end_line or step.start_line
+        if step.command or step.name:
+            subject = f"{step.command}\n{step.name}".lower()
+            for pattern, compiled in _command_rules():
+                if compiled.search(subject) is not None:
+                    return Match(pattern, line, text, 0)
+        exit_prior = _exit_code_patterns().get(step.exit_code) if step.exit_code is not None else None
+        return Match(exit_prior, line, text, 0) if exit_prior is not None and text else None
 
     def _class_pattern(self, failure_class: FailureClass, scan: _LogScan) -> Pattern | None:
         tally = scan.tallies.get(failure_class)

@@ -400,6 +400,12 @@ _RULES: list[tuple[str, F, int, str, str]] = [
     ("oom.gradle-daemon-vanished", F.OUT_OF_MEMORY, 66, r"The Gradle daemon disappeared unexpectedly|Gradle build daemon disappeared unexpectedly", "the Gradle daemon died (usually killed for memory)"),
     ("lint.jscs", F.LINT, 55, r"[0-9]+ code style errors? found", "jscs style errors"),
     ("test.jest-snapshot", F.TEST_FAILURE, 52, r"[1-9][0-9]* snapshots? failed", "jest snapshot mismatch"),
+    ("config.missing-project-file", F.CONFIGURATION, 64, r"Could not open requirements file: |npm (ERR!|error) enoent .*no such file or directory, open '[^']*package\.json'|Could not locate Gemfile|Don't know how to build task '|ERROR: Invalid requirement: ", "a file or task the job names does not exist"),
+    ("config.wrapper-not-executable", F.CONFIGURATION, 64, r"(gradlew|mvnw|[A-Za-z0-9_.-]+\.sh): Permission denied$", "a build script in the repository is not executable"),
+    ("config.java-home", F.CONFIGURATION, 66, r"JAVA_HOME is not (set|defined correctly)|JAVA_HOME is set to an invalid directory", "JAVA_HOME is wrong on the runner"),
+    ("config.github-action-ref", F.CONFIGURATION, 70, r"Unable to resolve action `?[^ ]+`?, (repository or version not found|unable to find version)|Version [^ ]+ with arch [^ ]+ not found|Dependencies lock file is not found in|Can't find '[^']+' in the|Could not find a part of the path", "a workflow step names an action, version or file that does not exist"),
+    ("perm.git-prompt", F.PERMISSION, 70, r"could not read (Username|Password) for 'https?://[^']+': terminal prompts disabled", "git needed credentials the job does not have"),
+    ("config.untracked-overwritten", F.CONFIGURATION, 58, r"The following untracked working tree files would be overwritten by (checkout|merge)", "the checkout is dirty"),
     # --- timeouts and the provider --------------------------------------------------------
     ("timeout.travis-max-time", F.TIMEOUT, 92, r"The job exceeded the maximum time limit for jobs, and has been terminated|Your test run exceeded [0-9]+ minutes", "Travis: the job hit its time limit"),
     ("timeout.generic-exceeded", F.TIMEOUT, 56, r"(?i)\b(execution|build|job|step|command) (timed out|timeout exceeded)\b|\bTimeout exceeded\b", "something hit its time limit"),
@@ -435,4 +441,13 @@ COMMAND_RULES: list[tuple[str, F, int, str, str]] = [
     ("step.compile", F.COMPILE_ERROR, 38, r"\b(gcc|g\+\+|clang|clang\+\+|cc|c\+\+|cl|javac|kotlinc|scalac|rustc|tsc|swiftc|msbuild|xbuild|xcodebuild|go build|go install|cargo build|cargo check|dotnet build|mvn( [^ ]+)* (compile|package|install)|gradlew?( [^ ]+)* (assemble[A-Za-z]*|build|compile[A-Za-z]*|jar)|sbt( [^ ]+)* compile|ant|make|ninja|cmake --build|bazel build|npm run build|yarn (run )?build|pnpm (run )?build|webpack|tsc -p|stack build|cabal build|mix compile)\b", "the failed command builds or compiles"),
     ("step.dependencies", F.DEPENDENCY_FETCH, 36, r"\b(bundle( install)?|gem install|pip3? install|poetry install|pipenv install|uv sync|uv pip install|conda (install|create|env)|npm (ci|install|i)|yarn( install)?$|yarn install|pnpm install|bower install|composer (install|update)|mvn( [^ ]+)* dependency:|go mod (download|tidy)|go get|glide install|dep ensure|cargo fetch|dotnet restore|nuget restore|pod (install|repo update)|carthage|apt(-get)?( [^ ]+)* install|brew install|cpanm|mix deps\.get|stack setup|cabal (install|update)|lein deps|setup\.py (install|develop))\b", "the failed command installs dependencies"),
     ("step.configure", F.CONFIGURATION, 42, r"\b(cmake|\./configure|configure|autoreconf|autogen\.sh|meson( setup)?|qmake|bootstrap\.sh|terraform (init|validate|plan))\b", "the failed command configures the build"),
+]
+
+# What a failed step's exit code says when nothing else does (below every tool message).
+# (exit code, rule id, class, priority, description)
+EXIT_CODE_RULES: list[tuple[int, str, F, int, str]] = [
+    (127, "exit.127-not-found", F.CONFIGURATION, 46, "exit code 127: the shell did not find the command"),
+    (126, "exit.126-not-executable", F.CONFIGURATION, 44, "exit code 126: the command is not executable"),
+    (137, "exit.137-killed", F.OUT_OF_MEMORY, 56, "exit code 137: SIGKILL, usually the OOM killer"),
+    (124, "exit.124-timeout", F.TIMEOUT, 58, "exit code 124: timeout(1) ended the command"),
 ]

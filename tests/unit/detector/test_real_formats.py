@@ -67,3 +67,16 @@ def test_cli_json_carries_the_contract_keys() -> None:
     assert all(isinstance(e["line"], int) and isinstance(e["text"], str) for e in data["evidence"])
     assert data["signature"] and data["failed_step"]["command"] == "python -m pytest -q"
     assert data["failed_step"]["exit_code"] == 1 and data["failed_step"]["line"] == 24
+
+
+def test_an_exit_code_alone_is_a_weak_prior() -> None:
+    log = (b"##[group]Run ./scripts/train.sh --epochs 3\n./scripts/train.sh --epochs 3\n"
+           b"shell: /usr/bin/bash -e {0}\n##[endgroup]\nepoch 1/3\nepoch 2/3\n"
+           b"##[error]Process completed with exit code 127.\n")
+    result = Diagnoser().diagnose(log)
+    assert result.failure_class is FailureClass.CONFIGURATION
+    assert result.pattern_id == "exit.127-not-found"
+    assert result.decisive_line is not None and result.decisive_line.line == 7
+    # A tool's own message outranks the exit code's prior.
+    louder = log.replace(b"epoch 2/3\n", b"epoch 2/3\nError: ENOSPC: no space left on device, write\n")
+    assert Diagnoser().diagnose(louder).failure_class is FailureClass.DISK_FULL
