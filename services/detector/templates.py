@@ -64,16 +64,26 @@ _LINE_SHAPES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(?<![\w/.-])\d{4}[-/]\d{1,2}[-/]\d{1,2}(?:[T :]\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d+)?)?"
                 r"(?:Z|[+-]\d{2}:?\d{2})?(?![\w/])"), "<TIME>"),
     # Fri Jun 17 07:07:00 2005 / Jun 17 07:07:00 / 17 Jun 2005 07:07:00
-    (re.compile(rf"\b(?:{_DAY},? )?{_MONTH} +\d{{1,2}},? (?:\d{{4}} )?\d{{1,2}}:\d{{2}}(?::\d{{2}})?(?:[.,]\d+)?"
-                rf"(?: [A-Z]{{3,4}})?(?: \d{{4}})?\b"), "<TIME>"),
-    (re.compile(rf"\b(?:{_DAY},? )?\d{{1,2}} {_MONTH} \d{{4}}(?: \d{{1,2}}:\d{{2}}(?::\d{{2}})?)?\b"), "<TIME>"),
+    # (Both month shapes start with a capital; saying so first lets the scan skip ahead.)
+    (re.compile(rf"(?=[A-Z])\b(?:{_DAY},? )?{_MONTH} +\d{{1,2}},? (?:\d{{4}} )?\d{{1,2}}:\d{{2}}(?::\d{{2}})?"
+                rf"(?:[.,]\d+)?(?: [A-Z]{{3,4}})?(?: \d{{4}})?\b"), "<TIME>"),
+    (re.compile(rf"(?=[A-Z\d])\b(?:{_DAY},? )?\d{{1,2}} {_MONTH} \d{{4}}"
+                rf"(?: \d{{1,2}}:\d{{2}}(?::\d{{2}})?)?\b"), "<TIME>"),
     # A number and its unit, spaced: "3.4 MB", "1302 ms", "<1 sec" (glued units are a token shape).
     (re.compile(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)? (?:[KMGTP]i?B|[kKMGT]b|B|bytes|ms|us|µs|ns|s|secs?|seconds?"
                 r"|mins?|minutes?|h|hrs?|hours?|days?|%)(?![\w.])"), "<NUM>"),
     # Dot leaders ("illegal instruction......0"): what follows is a value, not part of the word.
     (re.compile(r"(\.{3,})(?=\S)"), r"\1 "),
 ]
-
+_UNITS = (r"(?:[KMGTP]i?B|[kKMGT]b|B|bytes|ms|us|µs|ns|s|secs?|seconds?|mins?|minutes?|h|hrs?|hours?|days?|%)")
+# What each line shape needs inside one whitespace token (`_line_shapes_through`): a date
+# (`2017-05-16`), a month name ending the token (`Jun`, before its day), a unit starting
+# it (`MB`, after its number), a dot leader.
+_DATE_HINT = re.compile(r"\d{4}[-/]\d{1,2}[-/]\d")
+_UNIT_HINT = re.compile(rf"{_UNITS}(?![\w.])")
+_UNIT_FIRST = frozenset("KMGTPkBbmuµnshd%")
+_MONTHS = frozenset("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split())
+_LOWER = "abcdefghijklmnopqrstuvwxyz"
 _OPEN = "([{<\"'`"
 _CLOSE = ")]}>\"'`,;:.!?"
 _TOKEN_SHAPES: list[tuple[re.Pattern[str], str]] = [
@@ -88,12 +98,27 @@ _TOKEN_SHAPES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:[a-zA-Zµ%]{1,7})?|[-+]?\.\d+|\d+(?:h|m|min|s|ms)(?:\d+(?:m|s|ms))+"),
      "<NUM>"),
 ]
+# All token shapes in one pattern: a fullmatch of an alternation is the first alternative
+# that spans the whole core, the same answer as trying them one by one, in one call.
+_ANY_TOKEN_SHAPE = re.compile("|".join(
+    f"(?P<s{i}>{'(?i:' if pattern.flags & re.I else '(?:'}{pattern.pattern}))"
+    for i, (pattern, _) in enumerate(_TOKEN_SHAPES)))
+_SHAPE_MASK = {f"s{i}": mask for i, (_, mask) in enumerate(_TOKEN_SHAPES)}
+_NUMBER_START = frozenset("+-.0123456789")
+_ALL_HEX = re.compile(r"[0-9a-fA-F]+")
 _QUOTES = "'\"`"
 _EMPTY_PAIRS = {"()", "[]", "{}", "<>", "''", '""'}
 _HAS_DIGIT = re.compile(r"\d")
 _PAIR = re.compile(r"([A-Za-z_][\w.-]*)([=:])(.+)")
 _CACHE_LIMIT = 200_000
 _token_cache: dict[str, str] = {}
+# Raw token -> its masked form, or "" when it may be part of a line shape (`mask_tokens`),
+# and then which shapes (`_shape_hints`).
+_fast_cache: dict[str, str] = {}
+_shape_hints: dict[str, tuple[int, ...]] = {}
+# A token with its digits made 0 -> its masked form, when that form has no digit (`_first_sight`).
+_by_shape: dict[str, str] = {}
+_DIGIT_TO_ZERO = str.maketrans("123456789", "000000000")
 # Masked tokens that carry a constant (a word, a key): the skeleton a template is matched on.
 _WORDS: set[str] = set()
 _NOT_WORDS: set[str] = set()
@@ -105,21 +130,42 @@ MIN_DISTINCT = 4
 MIN_WORDS_TO_WIDEN = 2
 
 
+def reset_caches() -> None:
+    """Forget every cached token (a benchmark's cold start; memory is bounded without it)."""
+    for cache in (_token_cache, _fast_cache, _shape_hints, _by_shape, _WORDS, _NOT_WORDS):
+        cache.clear()
+
+
 def strip_decorations(line: str) -> str:
     """The text a person reads: no colour codes, runner timestamps or section markers."""
-    line = _ANSI.sub("", line)
-    line = _GITLAB_SECTION.sub("", line)
-    line = _GITHUB_STAMP.sub("", line)
+    # Each rule only where its first character can be: a regex scan costs more than a test.
+    if "\x1b" in line:
+        line = _ANSI.sub("", line)
+    if line.startswith("section_"):
+        line = _GITLAB_SECTION.sub("", line)
+    if line[:1].isdigit():
+        line = _GITHUB_STAMP.sub("", line)
     return line.rstrip("\r\n")
 
 
 def _classify_core(core: str) -> str:
     """The placeholder for one token core, or the core itself if it is a word."""
+    if core.isalpha():
+        return core  # letters only: no shape has none of digits, ':', '/', '\\', '-', '.'
+    if core.isdigit() and core.isascii():
+        return "<NUM>"
+    if (_HAS_DIGIT.search(core) is None and ":" not in core and "/" not in core and "\\" not in core
+            and len(core) != 36 and "=" not in core):
+        return core  # no digit, no address or path mark, not UUID-long: no shape, no pair, a word
     if core[0] == "<" and core[-1] == ">" and core[1:-1].isupper() or core == WILDCARD:
         return core
-    for pattern, mask in _TOKEN_SHAPES:
-        if pattern.fullmatch(core):
-            return mask
+    # Every token shape has an address or path mark, or starts like a number, or is all
+    # hex (a UUID too, when 36 long): a core with none of these skips the shapes' regex.
+    if (":" in core or "/" in core or "\\" in core or core[0] in _NUMBER_START or len(core) == 36
+            or _ALL_HEX.fullmatch(core)):
+        shape = _ANY_TOKEN_SHAPE.fullmatch(core)
+        if shape is not None:
+            return _SHAPE_MASK[shape.lastgroup]  # type: ignore[index]
     pair = _PAIR.fullmatch(core)
     if pair is not None:
         key, sep, value = pair.groups()
@@ -156,12 +202,77 @@ def _mask_token(token: str) -> str:
     return masked
 
 
+def _line_shapes_through(token: str) -> tuple[int, ...]:
+    """The line shapes (`_LINE_SHAPES` indices) that could match through this whitespace token.
+
+    A necessary condition only: a line none of whose tokens has one is masked token by
+    token with no line-wide regex scan (the fast path), and a line-wide scan runs only
+    the shapes some token allows; a shape that cannot match changes nothing, so the
+    result is the same as running every shape on every line. String tests first: a
+    regex search costs more than they do.
+    """
+    shapes: tuple[int, ...] = ()
+    if ("-" in token or "/" in token) and _DATE_HINT.search(token):
+        shapes += (0,)
+    # A month name then lower-case letters to the end: the last capital starts it.
+    capital = len(token.rstrip(_LOWER)) - 1
+    if capital >= 0 and token[capital:capital + 3] in _MONTHS:
+        shapes += (1, 2)
+    if token[0] in _UNIT_FIRST and _UNIT_HINT.match(token):
+        shapes += (3,)
+    if "..." in token:
+        shapes += (4,)
+    return shapes
+
+
+def _first_sight(token: str) -> str:
+    """The masked token, or "" if the token may take part in a line shape; cached.
+
+    Every decision masking makes (the shapes, the hints, `key=value`) sees a digit only
+    as a digit, never which one, and digit-for-digit keeps every length; so a token
+    whose masked form has no digit left masks exactly as any token that differs from
+    it only in which digits it has. Tokens are cached by that shape too
+    (``blk_-1608999687919862906`` -> ``blk_-0000000000000000000``): a new block id, port
+    or count is then a look-up, not a classification.
+    """
+    shape = token.translate(_DIGIT_TO_ZERO)
+    if shape != token:
+        masked = _by_shape.get(shape)
+        if masked is not None:
+            _fast_cache[token] = masked
+            return masked
+    hints = _line_shapes_through(token)
+    if hints:
+        _shape_hints[token] = hints
+        masked = ""
+    else:
+        masked = _mask_token(token)
+        if shape != token and _HAS_DIGIT.search(masked) is None:
+            if len(_by_shape) >= _CACHE_LIMIT:
+                _by_shape.clear()
+            _by_shape[shape] = masked
+    _fast_cache[token] = masked
+    return masked
+
+
 def mask_tokens(line: str) -> list[str]:
     """The line's tokens with their variable parts masked (<NUM>, <IP>, <PATH>, <*>...)."""
     text = strip_decorations(line[:MAX_LINE_CHARS])
-    for pattern, mask in _LINE_SHAPES:
-        text = pattern.sub(mask, text)
-    return [_mask_token(token) for token in text.split()]
+    tokens = text.split()
+    masked = list(map(_fast_cache.get, tokens))
+    if None in masked:
+        if len(_fast_cache) >= _CACHE_LIMIT:
+            _fast_cache.clear()
+            _shape_hints.clear()
+        masked = [m if m is not None else _first_sight(t) for t, m in zip(tokens, masked, strict=True)]
+    if "" not in masked:
+        return masked  # type: ignore[return-value]  # every None was filled in above
+    shapes = {i for t, m in zip(tokens, masked, strict=True) if not m
+              for i in (_shape_hints.get(t) or _line_shapes_through(t))}
+    for i, (pattern, mask) in enumerate(_LINE_SHAPES):
+        if i in shapes:
+            text = pattern.sub(mask, text)
+    return [m or _mask_token(t) for t in text.split() for m in (_fast_cache.get(t),)]
 
 
 def _is_word(token: str) -> bool:
@@ -207,6 +318,7 @@ class TemplateMiner:
         self._by_skeleton: dict[tuple[str, ...], int] = {}
         self._skeletons: dict[int, list[str]] = {}
         self._texts: dict[int, list[str]] = {}
+        self._joined: dict[int, str] = {}  # template id -> its text, joined once per change
         self._word_at: dict[int, list[int]] = {}  # skeleton position -> index in the text
         self._merged_into: dict[int, int] = {}
         self._wild_by_length: dict[int, list[int]] = {}
@@ -223,7 +335,10 @@ class TemplateMiner:
             self._exact[tokens] = tid
         else:
             tid = self.resolve(tid)
-        return tid, " ".join(self._texts[tid])
+        text = self._joined.get(tid)
+        if text is None:
+            text = self._joined[tid] = " ".join(self._texts[tid])
+        return tid, text
 
     def match(self, line: str) -> int | None:
         """The id of an existing template that fits the line, or None if it is new."""
@@ -293,6 +408,7 @@ class TemplateMiner:
         for other in members - {keep}:
             other_skeleton = self._skeletons.pop(other)
             del self._texts[other], self._word_at[other]
+            self._joined.pop(other, None)
             widened.update(i for i, (a, b) in enumerate(zip(skeleton, other_skeleton, strict=True)) if a != b)
             self._merged_into[other] = keep
             wild = self._wild_by_length.get(len(skeleton), [])
@@ -302,6 +418,7 @@ class TemplateMiner:
             skeleton[i] = WILDCARD
             if i < len(self._word_at[keep]):
                 self._texts[keep][self._word_at[keep][i]] = WILDCARD
+        self._joined.pop(keep, None)
         wild = self._wild_by_length.setdefault(len(skeleton), [])
         if keep not in wild:
             wild.append(keep)
