@@ -118,6 +118,8 @@ _fast_cache: dict[str, str] = {}
 _shape_hints: dict[str, tuple[int, ...]] = {}
 # A token with its digits made 0 -> its masked form, when that form has no digit (`_first_sight`).
 _by_shape: dict[str, str] = {}
+# The same for a whole line that may hold a line-wide shape (`mask_tokens`).
+_line_by_shape: dict[str, tuple[str, ...]] = {}
 _DIGIT_TO_ZERO = str.maketrans("123456789", "000000000")
 # Masked tokens that carry a constant (a word, a key): the skeleton a template is matched on.
 _WORDS: set[str] = set()
@@ -132,7 +134,7 @@ MIN_WORDS_TO_WIDEN = 2
 
 def reset_caches() -> None:
     """Forget every cached token (a benchmark's cold start; memory is bounded without it)."""
-    for cache in (_token_cache, _fast_cache, _shape_hints, _by_shape, _WORDS, _NOT_WORDS):
+    for cache in (_token_cache, _fast_cache, _shape_hints, _by_shape, _line_by_shape, _WORDS, _NOT_WORDS):
         cache.clear()
 
 
@@ -257,7 +259,9 @@ def _first_sight(token: str) -> str:
 
 def mask_tokens(line: str) -> list[str]:
     """The line's tokens with their variable parts masked (<NUM>, <IP>, <PATH>, <*>...)."""
-    text = strip_decorations(line[:MAX_LINE_CHARS])
+    text = line[:MAX_LINE_CHARS]
+    if "\x1b" in text or text[:1].isdigit() or text.startswith("section_"):
+        text = strip_decorations(text)  # (else it is the line as it is: split ignores the line end)
     tokens = text.split()
     masked = list(map(_fast_cache.get, tokens))
     if None in masked:
@@ -267,12 +271,23 @@ def mask_tokens(line: str) -> list[str]:
         masked = [m if m is not None else _first_sight(t) for t, m in zip(tokens, masked, strict=True)]
     if "" not in masked:
         return masked  # type: ignore[return-value]  # every None was filled in above
+    # A line-wide shape may match. By the argument of `_first_sight`, lines that differ
+    # only in which digits they have mask alike when the result keeps no digit.
+    shape = text.translate(_DIGIT_TO_ZERO)
+    known = _line_by_shape.get(shape)
+    if known is not None:
+        return list(known)
     shapes = {i for t, m in zip(tokens, masked, strict=True) if not m
               for i in (_shape_hints.get(t) or _line_shapes_through(t))}
     for i, (pattern, mask) in enumerate(_LINE_SHAPES):
         if i in shapes:
             text = pattern.sub(mask, text)
-    return [m or _mask_token(t) for t in text.split() for m in (_fast_cache.get(t),)]
+    result = [m or _mask_token(t) for t in text.split() for m in (_fast_cache.get(t),)]
+    if _HAS_DIGIT.search(" ".join(result)) is None:
+        if len(_line_by_shape) >= _CACHE_LIMIT:
+            _line_by_shape.clear()
+        _line_by_shape[shape] = tuple(result)
+    return result
 
 
 def _is_word(token: str) -> bool:
@@ -333,7 +348,7 @@ class TemplateMiner:
         if tid is None:
             tid = self._learn(tokens)
             self._exact[tokens] = tid
-        else:
+        elif tid in self._merged_into:
             tid = self.resolve(tid)
         text = self._joined.get(tid)
         if text is None:
