@@ -109,6 +109,12 @@ _ALL_HEX = re.compile(r"[0-9a-fA-F]+")
 _QUOTES = "'\"`"
 _EMPTY_PAIRS = {"()", "[]", "{}", "<>", "''", '""'}
 _HAS_DIGIT = re.compile(r"\d")
+# Where a compound name splits: `::` and brackets always; a parenthesis after a qualified
+# name (`pkg.Class.method(`, a stack frame), not after a bare word (`LOCAL(0)` is a value).
+_COMPOUND = re.compile(r"(::|[\[\]])")
+_CALL = re.compile(r"([A-Za-z_$][\w$]*(?:\.[\w$<>-]+)*)(\()(.+)")
+# What a parenthesis after a bare word must hold for the word to be a name, not part of a value.
+_WRAPPED_SHAPES = frozenset({"<PATH>", "<URL>", "<IP>", "<HOST>", "<UUID>", "<HEX>", "<TIME>"})
 _PAIR = re.compile(r"([A-Za-z_][\w.-]*)([=:])(.+)")
 _CACHE_LIMIT = 200_000
 _token_cache: dict[str, str] = {}
@@ -173,9 +179,23 @@ def _classify_core(core: str) -> str:
         key, sep, value = pair.groups()
         if sep == "=" or _HAS_DIGIT.search(value) or value.startswith(("/", "\\")):
             return f"{key}{sep}{_mask_token(value)}"
-    if _HAS_DIGIT.search(core) is not None:
-        return "<ID>"
-    return core
+    digit = _HAS_DIGIT.search(core) is not None
+    if digit or "/" in core or "\\" in core:
+        # A compound name: each part masked on its own, so the names around the variable
+        # part stay. `pkg.Class.method(Foo.java:42)` (a stack frame), `Exception(/x/y.spec)`:
+        # the name and its masked argument (`LOCAL(0)` stays one value); `a.py::test_x[3]`,
+        # `error[E0308`: split at `::` and brackets.
+        call = _CALL.fullmatch(core)
+        if call is not None:
+            name, paren, argument = call.groups()
+            masked_argument = _classify_core(argument)
+            if "." in name or masked_argument in _WRAPPED_SHAPES:
+                return name + paren + masked_argument
+        parts = _COMPOUND.split(core)
+        if len(parts) > 1:
+            return "".join(part if i % 2 else _classify_core(part) if part else ""
+                           for i, part in enumerate(parts))
+    return "<ID>" if digit else core
 
 
 def _mask_token(token: str) -> str:
@@ -188,9 +208,7 @@ def _mask_token(token: str) -> str:
     head = token[: len(token) - len(core)]
     stripped = core.rstrip(_CLOSE)
     tail, core = core[len(stripped):], stripped
-    if core and head and tail and head[-1] in _QUOTES and tail[0] == head[-1]:
-        masked = head + "<STR>" + tail  # a quoted single word is a value: 'widget', "main"
-    elif core:
+    if core:
         masked = head + _classify_core(core) + tail
     elif head and tail and head[-1] + tail[0] in _EMPTY_PAIRS:
         masked = head + WILDCARD + tail  # "()", "''": a value that happens to be empty
