@@ -133,6 +133,13 @@ _NOT_WORDS: set[str] = set()
 _PLACEHOLDER = re.compile(r"<[A-Z]+>|<\*>")
 _PUNCTUATION = set(_OPEN + _CLOSE + "-=#*@/\\|~^+&$%")
 MIN_DISTINCT = 4
+# A word right after a noun that names a value (`for user cyrus`, `on host alpha`,
+# `device: sda`) is that value: two different ones are enough to see it vary.
+MIN_DISTINCT_AFTER_KEY = 2
+_VALUE_NOUNS = frozenset(
+    "user users username uid gid pid host hostname port file filename path dir directory session job task "
+    "container pod node instance volume device interface table database queue topic thread process package "
+    "module account group domain client server peer address".split())
 # A word is only widened to <*> when the template keeps this many words besides it:
 # two one-word messages are two messages, however many of them there are.
 MIN_WORDS_TO_WIDEN = 2
@@ -319,6 +326,11 @@ def _is_word(token: str) -> bool:
     return word
 
 
+def _names_a_value(word: str) -> bool:
+    """Whether a skeleton word is a noun naming the value after it (`user`, `host:`, `(pid`)."""
+    return word.strip(_OPEN + _CLOSE + "=").lower() in _VALUE_NOUNS
+
+
 def _skeleton(tokens: Sequence[str]) -> tuple[str, ...]:
     """The constant words of a masked line, in order: variables of any number and kind dropped."""
     return tuple(t for t in tokens if _is_word(t)) or (WILDCARD,)
@@ -422,13 +434,18 @@ class TemplateMiner:
         if WILDCARD in skeleton:
             self._wild_by_length.setdefault(len(skeleton), []).append(tid)
         n = len(skeleton)
+        word_at = self._word_at[tid]
         for position, word in enumerate(skeleton if n >= MIN_WORDS_TO_WIDEN else ()):
             if word == WILDCARD:
                 continue
             key = (n, position, skeleton[:position] + skeleton[position + 1:])
             seen = self._by_gap.setdefault(key, {})
             seen.setdefault(word, tid)
-            if len(seen) >= self.min_distinct:
+            # The token right before it (not across a masked value) names a value, and the
+            # words seen are not verbs of state (`Instance spawned` / `Instance destroyed`).
+            after_key = position and word_at[position - 1] == word_at[position] - 1 \
+                and _names_a_value(skeleton[position - 1]) and not any(w.endswith("ed") for w in seen)
+            if len(seen) >= (MIN_DISTINCT_AFTER_KEY if after_key else self.min_distinct):
                 tid = self._widen(tid, position, {self.resolve(t) for t in seen.values()})
         return tid
 
