@@ -44,7 +44,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
@@ -284,16 +284,23 @@ def _first_sight(token: str) -> str:
 
 def mask_tokens(line: str) -> list[str]:
     """The line's tokens with their variable parts masked (<NUM>, <IP>, <PATH>, <*>...)."""
+    return list(_masked(line))
+
+
+def _masked(line: str, _cached: Callable[[str], str | None] = _fast_cache.get) -> tuple[str, ...]:
+    """`mask_tokens` as a tuple, what the miner keys on (`_cached` is bound once: the caches
+    are cleared, never replaced)."""
     text = line[:MAX_LINE_CHARS]
-    if "\x1b" in text or text[:1].isdigit() or text.startswith("section_"):
+    # Decorations start with ESC, "section_" or a runner's "2024-05-01T..." stamp.
+    if "\x1b" in text or text[4:5] == "-" and text[:4].isdigit() or text.startswith("section_"):
         text = strip_decorations(text)  # (else it is the line as it is: split ignores the line end)
     tokens = text.split()
-    masked = list(map(_fast_cache.get, tokens))
+    masked = tuple(map(_cached, tokens))
     if None in masked:
         if len(_fast_cache) >= _CACHE_LIMIT:
             _fast_cache.clear()
             _shape_hints.clear()
-        masked = [m if m is not None else _first_sight(t) for t, m in zip(tokens, masked, strict=True)]
+        masked = tuple([m if m is not None else _first_sight(t) for t, m in zip(tokens, masked, strict=True)])
     if "" not in masked:
         return masked  # type: ignore[return-value]  # every None was filled in above
     # A line-wide shape may match. By the argument of `_first_sight`, lines that differ
@@ -301,17 +308,17 @@ def mask_tokens(line: str) -> list[str]:
     shape = text.translate(_DIGIT_TO_ZERO)
     known = _line_by_shape.get(shape)
     if known is not None:
-        return list(known)
+        return known
     shapes = {i for t, m in zip(tokens, masked, strict=True) if not m
               for i in (_shape_hints.get(t) or _line_shapes_through(t))}
     for i, (pattern, mask) in enumerate(_LINE_SHAPES):
         if i in shapes:
             text = pattern.sub(mask, text)
-    result = [m or _mask_token(t) for t in text.split() for m in (_fast_cache.get(t),)]
+    result = tuple([m or _mask_token(t) for t in text.split() for m in (_cached(t),)])
     if _HAS_DIGIT.search(" ".join(result)) is None:
         if len(_line_by_shape) >= _CACHE_LIMIT:
             _line_by_shape.clear()
-        _line_by_shape[shape] = tuple(result)
+        _line_by_shape[shape] = result
     return result
 
 
@@ -373,7 +380,7 @@ class TemplateMiner:
 
     def add(self, line: str) -> tuple[int, str]:
         """Learn from one raw log line; returns (template_id, template_text)."""
-        tokens = tuple(mask_tokens(line)) or ("<EMPTY>",)
+        tokens = _masked(line) or ("<EMPTY>",)
         tid = self._exact.get(tokens)
         if tid is None:
             tid = self._learn(tokens)
@@ -387,7 +394,7 @@ class TemplateMiner:
 
     def match(self, line: str) -> int | None:
         """The id of an existing template that fits the line, or None if it is new."""
-        tokens = tuple(mask_tokens(line)) or ("<EMPTY>",)
+        tokens = _masked(line) or ("<EMPTY>",)
         tid = self._exact.get(tokens)
         if tid is not None:
             return self.resolve(tid)
