@@ -524,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Mine log templates from a log file.")
     parser.add_argument("logfile", help="path of the log, or - for standard input")
     parser.add_argument("--json", action="store_true", help="print a JSON list of {line, template_id, template}")
-    parser.add_argument("--min-distinct", type=int, default=3,
+    parser.add_argument("--min-distinct", type=int, default=MIN_DISTINCT,
                         help="distinct words seen at one position before it becomes <*> (>= 2)")
     parser.add_argument("--similarity", type=float, default=0.5, help=argparse.SUPPRESS)  # kept for old scripts
     args = parser.parse_args(argv)

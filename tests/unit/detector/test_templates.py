@@ -156,3 +156,13 @@ def test_masking_is_the_same_whether_cached_or_not() -> None:
     again = [normalise_line(line) for line in reversed(lines)][::-1]
     assert cold == warm == again
     assert cold[0] == "took <NUM> at <TIME> for <ID>" and cold[1] == "wrote <NUM> (<NUM>) to <PATH>"
+
+
+def test_cli_uses_the_one_configuration_the_bench_measures(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    # Three values at a position: apart with MIN_DISTINCT = 4 (the bench's), merged with 3.
+    lines = [f"VM {state} (Lifecycle Event)" for state in ("Started", "Paused", "Stopped")]
+    log = tmp_path / "x.log"
+    log.write_text("\n".join(lines) + "\n")
+    assert main([str(log), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["template_id"] for r in rows] == [r.template_id for r in mine_templates(lines, TemplateMiner())]
