@@ -122,11 +122,14 @@ _token_cache: dict[str, str] = {}
 # and then which shapes (`_shape_hints`).
 _fast_cache: dict[str, str] = {}
 _shape_hints: dict[str, tuple[int, ...]] = {}
-# A token with its digits made 0 -> its masked form, when that form has no digit (`_first_sight`).
+# A token with its digits folded (`_FOLD_DIGITS`) -> its masked form, when that form has no digit
+# (`_first_sight`).
 _by_shape: dict[str, str] = {}
 # The same for a whole line that may hold a line-wide shape (`mask_tokens`).
 _line_by_shape: dict[str, tuple[str, ...]] = {}
-_DIGIT_TO_ZERO = str.maketrans("123456789", "000000000")
+# 1-9 fold to 1; 0 stays 0, because one shape names it (`0x` of a hex number): "0x1f" is hex,
+# "1x2" is not, and they must not share a cache key.
+_FOLD_DIGITS = str.maketrans("23456789", "11111111")
 # Masked tokens that carry a constant (a word, a key): the skeleton a template is matched on.
 _WORDS: set[str] = set()
 _NOT_WORDS: set[str] = set()
@@ -256,13 +259,13 @@ def _first_sight(token: str) -> str:
     """The masked token, or "" if the token may take part in a line shape; cached.
 
     Every decision masking makes (the shapes, the hints, `key=value`) sees a digit only
-    as a digit, never which one, and digit-for-digit keeps every length; so a token
-    whose masked form has no digit left masks exactly as any token that differs from
-    it only in which digits it has. Tokens are cached by that shape too
-    (``blk_-1608999687919862906`` -> ``blk_-0000000000000000000``): a new block id, port
+    as a digit, never which one, except the 0 of `0x`; folding 1-9 to 1 keeps every
+    length and every 0, so a token whose masked form has no digit left masks exactly as
+    any token with the same folded form. Tokens are cached by that form too
+    (``blk_-1608999687919862906`` -> ``blk_-1101111101111101101``): a new block id, port
     or count is then a look-up, not a classification.
     """
-    shape = token.translate(_DIGIT_TO_ZERO)
+    shape = token.translate(_FOLD_DIGITS)
     if shape != token:
         masked = _by_shape.get(shape)
         if masked is not None:
@@ -305,7 +308,7 @@ def _masked(line: str, _cached: Callable[[str], str | None] = _fast_cache.get) -
         return masked  # type: ignore[return-value]  # every None was filled in above
     # A line-wide shape may match. By the argument of `_first_sight`, lines that differ
     # only in which digits they have mask alike when the result keeps no digit.
-    shape = text.translate(_DIGIT_TO_ZERO)
+    shape = text.translate(_FOLD_DIGITS)
     known = _line_by_shape.get(shape)
     if known is not None:
         return known

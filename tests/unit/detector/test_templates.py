@@ -166,3 +166,13 @@ def test_cli_uses_the_one_configuration_the_bench_measures(tmp_path, capsys) -> 
     assert main([str(log), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["template_id"] for r in rows] == [r.template_id for r in mine_templates(lines, TemplateMiner())]
+
+
+def test_the_digit_shape_cache_keeps_the_zero_of_0x() -> None:
+    # "0x5" is hex and "1x2" is not: they must not share a cached shape, in either order.
+    from services.detector import templates
+
+    for first, second in (("0x5", "1x2"), ("1x2", "0x5")):
+        templates.reset_caches()
+        seen = {token: normalise_line(f"model {token} rev") for token in (first, second)}
+        assert seen == {"0x5": "model <HEX> rev", "1x2": "model <ID> rev"}
