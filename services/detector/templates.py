@@ -127,9 +127,13 @@ _shape_hints: dict[str, tuple[int, ...]] = {}
 _by_shape: dict[str, str] = {}
 # The same for a whole line that may hold a line-wide shape (`mask_tokens`).
 _line_by_shape: dict[str, tuple[str, ...]] = {}
-# 1-9 fold to 1; 0 stays 0, because one shape names it (`0x` of a hex number): "0x1f" is hex,
-# "1x2" is not, and they must not share a cache key.
-_FOLD_DIGITS = str.maketrans("23456789", "11111111")
+# Every digit folds to 1. The one shape that names a digit is the `0x` of a hex number, so
+# text holding "0x" (any case) is never cached by its folded form ("0x5" is hex, "1x2" is not).
+_FOLD_DIGITS = str.maketrans("0123456789", "1111111111")
+
+
+def _foldable(text: str) -> bool:
+    return "0x" not in text and "0X" not in text
 # Masked tokens that carry a constant (a word, a key): the skeleton a template is matched on.
 _WORDS: set[str] = set()
 _NOT_WORDS: set[str] = set()
@@ -259,13 +263,13 @@ def _first_sight(token: str) -> str:
     """The masked token, or "" if the token may take part in a line shape; cached.
 
     Every decision masking makes (the shapes, the hints, `key=value`) sees a digit only
-    as a digit, never which one, except the 0 of `0x`; folding 1-9 to 1 keeps every
-    length and every 0, so a token whose masked form has no digit left masks exactly as
-    any token with the same folded form. Tokens are cached by that form too
-    (``blk_-1608999687919862906`` -> ``blk_-1101111101111101101``): a new block id, port
+    as a digit, never which one, except the 0 of `0x` (`_foldable`); folding every digit
+    to 1 keeps every length, so a token whose masked form has no digit left masks exactly
+    as any token with the same folded form. Tokens are cached by that form too
+    (``blk_-1608999687919862906`` -> ``blk_-1111111111111111111``): a new block id, port
     or count is then a look-up, not a classification.
     """
-    shape = token.translate(_FOLD_DIGITS)
+    shape = token.translate(_FOLD_DIGITS) if _foldable(token) else token
     if shape != token:
         masked = _by_shape.get(shape)
         if masked is not None:
@@ -308,8 +312,8 @@ def _masked(line: str, _cached: Callable[[str], str | None] = _fast_cache.get) -
         return masked  # type: ignore[return-value]  # every None was filled in above
     # A line-wide shape may match. By the argument of `_first_sight`, lines that differ
     # only in which digits they have mask alike when the result keeps no digit.
-    shape = text.translate(_FOLD_DIGITS)
-    known = _line_by_shape.get(shape)
+    shape = text.translate(_FOLD_DIGITS) if _foldable(text) else ""
+    known = _line_by_shape.get(shape) if shape else None
     if known is not None:
         return known
     shapes = {i for t, m in zip(tokens, masked, strict=True) if not m
@@ -318,7 +322,7 @@ def _masked(line: str, _cached: Callable[[str], str | None] = _fast_cache.get) -
         if i in shapes:
             text = pattern.sub(mask, text)
     result = tuple([m or _mask_token(t) for t in text.split() for m in (_cached(t),)])
-    if _HAS_DIGIT.search(" ".join(result)) is None:
+    if shape and _HAS_DIGIT.search(" ".join(result)) is None:
         if len(_line_by_shape) >= _CACHE_LIMIT:
             _line_by_shape.clear()
         _line_by_shape[shape] = result
