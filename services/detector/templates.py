@@ -13,8 +13,10 @@ How a line becomes a template, with one configuration for every input:
    POSIX or Windows path, hex id, time of day, number (with a unit, ``12ms``,
    ``3.4MB``), any other token with a digit in it (an id such as
    ``Package_KB31~6.1.1.0``). ``key=value`` and ``key:value`` keep the key and
-   classify the value. A core with no digit and no path or address shape is a
-   word and stays: words are what tell two messages apart.
+   classify the value. A compound name keeps its names and masks its parts
+   (``a.py::test_x[<ID>]``, ``pkg.Cls.m(<HOST>)``, ``Exception(<PATH>)``). A core
+   with no digit and no path or address shape is a word and stays, quoted or not:
+   words are what tell two messages apart.
 3. **Mining** (`TemplateMiner`) groups lines by their *skeleton*: the masked
    tokens that still carry a word (``uid=<NUM>`` keeps ``uid=``), in order, with
    tokens that are only placeholders and punctuation dropped. Dropping them is what
@@ -26,7 +28,9 @@ How a line becomes a template, with one configuration for every input:
    position, where at least `min_distinct` different words were seen, are one
    template with ``<*>`` there. Fewer values (``user=root`` / ``user=guest``,
    ``VM Started`` / ``VM Paused``) stay apart, because that is how such words
-   usually differ in meaning. Drain (drain3, pinned, still the baseline in
+   usually differ in meaning; but a word right after a noun that names a value
+   (``for user cyrus``, ``on host alpha``) varies after `MIN_DISTINCT_AFTER_KEY` (2).
+   Drain (drain3, pinned, still the baseline in
    `bench/loghub_grouping.py`) was the miner before: its fixed depth and
    similarity threshold merged messages that differ in one meaningful word and
    split one message whose variable part changes its length.
