@@ -13,8 +13,10 @@ How a line becomes a template, with one configuration for every input:
    POSIX or Windows path, hex id, time of day, number (with a unit, ``12ms``,
    ``3.4MB``), any other token with a digit in it (an id such as
    ``Package_KB31~6.1.1.0``). ``key=value`` and ``key:value`` keep the key and
-   classify the value. A core with no digit and no path or address shape is a
-   word and stays: words are what tell two messages apart.
+   classify the value. A compound name keeps its names and masks its parts
+   (``a.py::test_x[<ID>]``, ``pkg.Cls.m(<HOST>)``, ``Exception(<PATH>)``). A core
+   with no digit and no path or address shape is a word and stays, quoted or not:
+   words are what tell two messages apart.
 3. **Mining** (`TemplateMiner`) groups lines by their *skeleton*: the masked
    tokens that still carry a word (``uid=<NUM>`` keeps ``uid=``), in order, with
    tokens that are only placeholders and punctuation dropped. Dropping them is what
@@ -26,7 +28,9 @@ How a line becomes a template, with one configuration for every input:
    position, where at least `min_distinct` different words were seen, are one
    template with ``<*>`` there. Fewer values (``user=root`` / ``user=guest``,
    ``VM Started`` / ``VM Paused``) stay apart, because that is how such words
-   usually differ in meaning. Drain (drain3, pinned, still the baseline in
+   usually differ in meaning; but a word right after a noun that names a value
+   (``for user cyrus``, ``on host alpha``) varies after `MIN_DISTINCT_AFTER_KEY` (2).
+   Drain (drain3, pinned, still the baseline in
    `bench/loghub_grouping.py`) was the miner before: its fixed depth and
    similarity threshold merged messages that differ in one meaningful word and
    split one message whose variable part changes its length.
@@ -44,7 +48,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
@@ -64,16 +68,26 @@ _LINE_SHAPES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(?<![\w/.-])\d{4}[-/]\d{1,2}[-/]\d{1,2}(?:[T :]\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d+)?)?"
                 r"(?:Z|[+-]\d{2}:?\d{2})?(?![\w/])"), "<TIME>"),
     # Fri Jun 17 07:07:00 2005 / Jun 17 07:07:00 / 17 Jun 2005 07:07:00
-    (re.compile(rf"\b(?:{_DAY},? )?{_MONTH} +\d{{1,2}},? (?:\d{{4}} )?\d{{1,2}}:\d{{2}}(?::\d{{2}})?(?:[.,]\d+)?"
-                rf"(?: [A-Z]{{3,4}})?(?: \d{{4}})?\b"), "<TIME>"),
-    (re.compile(rf"\b(?:{_DAY},? )?\d{{1,2}} {_MONTH} \d{{4}}(?: \d{{1,2}}:\d{{2}}(?::\d{{2}})?)?\b"), "<TIME>"),
+    # (Both month shapes start with a capital; saying so first lets the scan skip ahead.)
+    (re.compile(rf"(?=[A-Z])\b(?:{_DAY},? )?{_MONTH} +\d{{1,2}},? (?:\d{{4}} )?\d{{1,2}}:\d{{2}}(?::\d{{2}})?"
+                rf"(?:[.,]\d+)?(?: [A-Z]{{3,4}})?(?: \d{{4}})?\b"), "<TIME>"),
+    (re.compile(rf"(?=[A-Z\d])\b(?:{_DAY},? )?\d{{1,2}} {_MONTH} \d{{4}}"
+                rf"(?: \d{{1,2}}:\d{{2}}(?::\d{{2}})?)?\b"), "<TIME>"),
     # A number and its unit, spaced: "3.4 MB", "1302 ms", "<1 sec" (glued units are a token shape).
     (re.compile(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)? (?:[KMGTP]i?B|[kKMGT]b|B|bytes|ms|us|µs|ns|s|secs?|seconds?"
                 r"|mins?|minutes?|h|hrs?|hours?|days?|%)(?![\w.])"), "<NUM>"),
     # Dot leaders ("illegal instruction......0"): what follows is a value, not part of the word.
     (re.compile(r"(\.{3,})(?=\S)"), r"\1 "),
 ]
-
+_UNITS = (r"(?:[KMGTP]i?B|[kKMGT]b|B|bytes|ms|us|µs|ns|s|secs?|seconds?|mins?|minutes?|h|hrs?|hours?|days?|%)")
+# What each line shape needs inside one whitespace token (`_line_shapes_through`): a date
+# (`2017-05-16`), a month name ending the token (`Jun`, before its day), a unit starting
+# it (`MB`, after its number), a dot leader.
+_DATE_HINT = re.compile(r"\d{4}[-/]\d{1,2}[-/]\d")
+_UNIT_HINT = re.compile(rf"{_UNITS}(?![\w.])")
+_UNIT_FIRST = frozenset("KMGTPkBbmuµnshd%")
+_MONTHS = frozenset("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split())
+_LOWER = "abcdefghijklmnopqrstuvwxyz"
 _OPEN = "([{<\"'`"
 _CLOSE = ")]}>\"'`,;:.!?"
 _TOKEN_SHAPES: list[tuple[re.Pattern[str], str]] = [
@@ -88,46 +102,118 @@ _TOKEN_SHAPES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:[a-zA-Zµ%]{1,7})?|[-+]?\.\d+|\d+(?:h|m|min|s|ms)(?:\d+(?:m|s|ms))+"),
      "<NUM>"),
 ]
+# All token shapes in one pattern: a fullmatch of an alternation is the first alternative
+# that spans the whole core, the same answer as trying them one by one, in one call.
+_ANY_TOKEN_SHAPE = re.compile("|".join(
+    f"(?P<s{i}>{'(?i:' if pattern.flags & re.I else '(?:'}{pattern.pattern}))"
+    for i, (pattern, _) in enumerate(_TOKEN_SHAPES)))
+_SHAPE_MASK = {f"s{i}": mask for i, (_, mask) in enumerate(_TOKEN_SHAPES)}
+_NUMBER_START = frozenset("+-.0123456789")
+_ALL_HEX = re.compile(r"[0-9a-fA-F]+")
 _QUOTES = "'\"`"
 _EMPTY_PAIRS = {"()", "[]", "{}", "<>", "''", '""'}
 _HAS_DIGIT = re.compile(r"\d")
+# Where a compound name splits: `::` and brackets always; a parenthesis after a qualified
+# name (`pkg.Class.method(`, a stack frame), not after a bare word (`LOCAL(0)` is a value).
+_COMPOUND = re.compile(r"(::|[\[\]])")
+_CALL = re.compile(r"([A-Za-z_$][\w$]*(?:\.[\w$<>-]+)*)(\()(.+)")
+# What a parenthesis after a bare word must hold for the word to be a name, not part of a value.
+_WRAPPED_SHAPES = frozenset({"<PATH>", "<URL>", "<IP>", "<HOST>", "<UUID>", "<HEX>", "<TIME>"})
 _PAIR = re.compile(r"([A-Za-z_][\w.-]*)([=:])(.+)")
 _CACHE_LIMIT = 200_000
 _token_cache: dict[str, str] = {}
+# Raw token -> its masked form, or "" when it may be part of a line shape (`mask_tokens`),
+# and then which shapes (`_shape_hints`).
+_fast_cache: dict[str, str] = {}
+_shape_hints: dict[str, tuple[int, ...]] = {}
+# A token with its digits folded (`_FOLD_DIGITS`) -> its masked form, when that form has no digit
+# (`_first_sight`).
+_by_shape: dict[str, str] = {}
+# The same for a whole line that may hold a line-wide shape (`mask_tokens`).
+_line_by_shape: dict[str, tuple[str, ...]] = {}
+# Every digit folds to 1. The one shape that names a digit is the `0x` of a hex number, so
+# text holding "0x" (any case) is never cached by its folded form ("0x5" is hex, "1x2" is not).
+_FOLD_DIGITS = str.maketrans("0123456789", "1111111111")
+
+
+def _foldable(text: str) -> bool:
+    return "0x" not in text and "0X" not in text
 # Masked tokens that carry a constant (a word, a key): the skeleton a template is matched on.
 _WORDS: set[str] = set()
 _NOT_WORDS: set[str] = set()
 _PLACEHOLDER = re.compile(r"<[A-Z]+>|<\*>")
 _PUNCTUATION = set(_OPEN + _CLOSE + "-=#*@/\\|~^+&$%")
 MIN_DISTINCT = 4
+# A word right after a noun that names a value (`for user cyrus`, `on host alpha`,
+# `device: sda`) is that value: two different ones are enough to see it vary.
+MIN_DISTINCT_AFTER_KEY = 2
+_VALUE_NOUNS = frozenset(
+    "user users username uid gid pid host hostname port file filename path dir directory session job task "
+    "container pod node instance volume device interface table database queue topic thread process package "
+    "module account group domain client server peer address".split())
 # A word is only widened to <*> when the template keeps this many words besides it:
 # two one-word messages are two messages, however many of them there are.
 MIN_WORDS_TO_WIDEN = 2
 
 
+def reset_caches() -> None:
+    """Forget every cached token (a benchmark's cold start; memory is bounded without it)."""
+    for cache in (_token_cache, _fast_cache, _shape_hints, _by_shape, _line_by_shape, _WORDS, _NOT_WORDS):
+        cache.clear()
+
+
 def strip_decorations(line: str) -> str:
     """The text a person reads: no colour codes, runner timestamps or section markers."""
-    line = _ANSI.sub("", line)
-    line = _GITLAB_SECTION.sub("", line)
-    line = _GITHUB_STAMP.sub("", line)
+    # Each rule only where its first character can be: a regex scan costs more than a test.
+    if "\x1b" in line:
+        line = _ANSI.sub("", line)
+    if line.startswith("section_"):
+        line = _GITLAB_SECTION.sub("", line)
+    if line[:1].isdigit():
+        line = _GITHUB_STAMP.sub("", line)
     return line.rstrip("\r\n")
 
 
 def _classify_core(core: str) -> str:
     """The placeholder for one token core, or the core itself if it is a word."""
+    if core.isalpha():
+        return core  # letters only: no shape has none of digits, ':', '/', '\\', '-', '.'
+    if core.isdigit() and core.isascii():
+        return "<NUM>"
+    if (_HAS_DIGIT.search(core) is None and ":" not in core and "/" not in core and "\\" not in core
+            and len(core) != 36 and "=" not in core):
+        return core  # no digit, no address or path mark, not UUID-long: no shape, no pair, a word
     if core[0] == "<" and core[-1] == ">" and core[1:-1].isupper() or core == WILDCARD:
         return core
-    for pattern, mask in _TOKEN_SHAPES:
-        if pattern.fullmatch(core):
-            return mask
+    # Every token shape has an address or path mark, or starts like a number, or is all
+    # hex (a UUID too, when 36 long): a core with none of these skips the shapes' regex.
+    if (":" in core or "/" in core or "\\" in core or core[0] in _NUMBER_START or len(core) == 36
+            or _ALL_HEX.fullmatch(core)):
+        shape = _ANY_TOKEN_SHAPE.fullmatch(core)
+        if shape is not None:
+            return _SHAPE_MASK[shape.lastgroup]  # type: ignore[index]
     pair = _PAIR.fullmatch(core)
     if pair is not None:
         key, sep, value = pair.groups()
         if sep == "=" or _HAS_DIGIT.search(value) or value.startswith(("/", "\\")):
             return f"{key}{sep}{_mask_token(value)}"
-    if _HAS_DIGIT.search(core) is not None:
-        return "<ID>"
-    return core
+    digit = _HAS_DIGIT.search(core) is not None
+    if digit or "/" in core or "\\" in core:
+        # A compound name: each part masked on its own, so the names around the variable
+        # part stay. `pkg.Class.method(Foo.java:42)` (a stack frame), `Exception(/x/y.spec)`:
+        # the name and its masked argument (`LOCAL(0)` stays one value); `a.py::test_x[3]`,
+        # `error[E0308`: split at `::` and brackets.
+        call = _CALL.fullmatch(core)
+        if call is not None:
+            name, paren, argument = call.groups()
+            masked_argument = _classify_core(argument)
+            if "." in name or masked_argument in _WRAPPED_SHAPES:
+                return name + paren + masked_argument
+        parts = _COMPOUND.split(core)
+        if len(parts) > 1:
+            return "".join(part if i % 2 else _classify_core(part) if part else ""
+                           for i, part in enumerate(parts))
+    return "<ID>" if digit else core
 
 
 def _mask_token(token: str) -> str:
@@ -140,9 +226,7 @@ def _mask_token(token: str) -> str:
     head = token[: len(token) - len(core)]
     stripped = core.rstrip(_CLOSE)
     tail, core = core[len(stripped):], stripped
-    if core and head and tail and head[-1] in _QUOTES and tail[0] == head[-1]:
-        masked = head + "<STR>" + tail  # a quoted single word is a value: 'widget', "main"
-    elif core:
+    if core:
         masked = head + _classify_core(core) + tail
     elif head and tail and head[-1] + tail[0] in _EMPTY_PAIRS:
         masked = head + WILDCARD + tail  # "()", "''": a value that happens to be empty
@@ -156,12 +240,97 @@ def _mask_token(token: str) -> str:
     return masked
 
 
+def _line_shapes_through(token: str) -> tuple[int, ...]:
+    """The line shapes (`_LINE_SHAPES` indices) that could match through this whitespace token.
+
+    A necessary condition only: a line none of whose tokens has one is masked token by
+    token with no line-wide regex scan (the fast path), and a line-wide scan runs only
+    the shapes some token allows; a shape that cannot match changes nothing, so the
+    result is the same as running every shape on every line. String tests first: a
+    regex search costs more than they do.
+    """
+    shapes: tuple[int, ...] = ()
+    if ("-" in token or "/" in token) and _DATE_HINT.search(token):
+        shapes += (0,)
+    # A month name then lower-case letters to the end: the last capital starts it.
+    capital = len(token.rstrip(_LOWER)) - 1
+    if capital >= 0 and token[capital:capital + 3] in _MONTHS:
+        shapes += (1, 2)
+    if token[0] in _UNIT_FIRST and _UNIT_HINT.match(token):
+        shapes += (3,)
+    if "..." in token:
+        shapes += (4,)
+    return shapes
+
+
+def _first_sight(token: str) -> str:
+    """The masked token, or "" if the token may take part in a line shape; cached.
+
+    Every decision masking makes (the shapes, the hints, `key=value`) sees a digit only
+    as a digit, never which one, except the 0 of `0x` (`_foldable`); folding every digit
+    to 1 keeps every length, so a token whose masked form has no digit left masks exactly
+    as any token with the same folded form. Tokens are cached by that form too
+    (``blk_-1608999687919862906`` -> ``blk_-1111111111111111111``): a new block id, port
+    or count is then a look-up, not a classification.
+    """
+    shape = token.translate(_FOLD_DIGITS) if _foldable(token) else token
+    if shape != token:
+        masked = _by_shape.get(shape)
+        if masked is not None:
+            _fast_cache[token] = masked
+            return masked
+    hints = _line_shapes_through(token)
+    if hints:
+        _shape_hints[token] = hints
+        masked = ""
+    else:
+        masked = _mask_token(token)
+        if shape != token and _HAS_DIGIT.search(masked) is None:
+            if len(_by_shape) >= _CACHE_LIMIT:
+                _by_shape.clear()
+            _by_shape[shape] = masked
+    _fast_cache[token] = masked
+    return masked
+
+
 def mask_tokens(line: str) -> list[str]:
     """The line's tokens with their variable parts masked (<NUM>, <IP>, <PATH>, <*>...)."""
-    text = strip_decorations(line[:MAX_LINE_CHARS])
-    for pattern, mask in _LINE_SHAPES:
-        text = pattern.sub(mask, text)
-    return [_mask_token(token) for token in text.split()]
+    return list(_masked(line))
+
+
+def _masked(line: str, _cached: Callable[[str], str | None] = _fast_cache.get) -> tuple[str, ...]:
+    """`mask_tokens` as a tuple, what the miner keys on (`_cached` is bound once: the caches
+    are cleared, never replaced)."""
+    text = line[:MAX_LINE_CHARS]
+    # Decorations start with ESC, "section_" or a runner's "2024-05-01T..." stamp.
+    if "\x1b" in text or text[4:5] == "-" and text[:4].isdigit() or text.startswith("section_"):
+        text = strip_decorations(text)  # (else it is the line as it is: split ignores the line end)
+    tokens = text.split()
+    masked = tuple(map(_cached, tokens))
+    if None in masked:
+        if len(_fast_cache) >= _CACHE_LIMIT:
+            _fast_cache.clear()
+            _shape_hints.clear()
+        masked = tuple([m if m is not None else _first_sight(t) for t, m in zip(tokens, masked, strict=True)])
+    if "" not in masked:
+        return masked  # type: ignore[return-value]  # every None was filled in above
+    # A line-wide shape may match. By the argument of `_first_sight`, lines that differ
+    # only in which digits they have mask alike when the result keeps no digit.
+    shape = text.translate(_FOLD_DIGITS) if _foldable(text) else ""
+    known = _line_by_shape.get(shape) if shape else None
+    if known is not None:
+        return known
+    shapes = {i for t, m in zip(tokens, masked, strict=True) if not m
+              for i in (_shape_hints.get(t) or _line_shapes_through(t))}
+    for i, (pattern, mask) in enumerate(_LINE_SHAPES):
+        if i in shapes:
+            text = pattern.sub(mask, text)
+    result = tuple([m or _mask_token(t) for t in text.split() for m in (_cached(t),)])
+    if shape and _HAS_DIGIT.search(" ".join(result)) is None:
+        if len(_line_by_shape) >= _CACHE_LIMIT:
+            _line_by_shape.clear()
+        _line_by_shape[shape] = result
+    return result
 
 
 def _is_word(token: str) -> bool:
@@ -173,6 +342,11 @@ def _is_word(token: str) -> bool:
     word = not set(rest) <= _PUNCTUATION
     (_WORDS if word else _NOT_WORDS).add(token)
     return word
+
+
+def _names_a_value(word: str) -> bool:
+    """Whether a skeleton word is a noun naming the value after it (`user`, `host:`, `(pid`)."""
+    return word.strip(_OPEN + _CLOSE + "=").lower() in _VALUE_NOUNS
 
 
 def _skeleton(tokens: Sequence[str]) -> tuple[str, ...]:
@@ -207,6 +381,7 @@ class TemplateMiner:
         self._by_skeleton: dict[tuple[str, ...], int] = {}
         self._skeletons: dict[int, list[str]] = {}
         self._texts: dict[int, list[str]] = {}
+        self._joined: dict[int, str] = {}  # template id -> its text, joined once per change
         self._word_at: dict[int, list[int]] = {}  # skeleton position -> index in the text
         self._merged_into: dict[int, int] = {}
         self._wild_by_length: dict[int, list[int]] = {}
@@ -216,18 +391,21 @@ class TemplateMiner:
 
     def add(self, line: str) -> tuple[int, str]:
         """Learn from one raw log line; returns (template_id, template_text)."""
-        tokens = tuple(mask_tokens(line)) or ("<EMPTY>",)
+        tokens = _masked(line) or ("<EMPTY>",)
         tid = self._exact.get(tokens)
         if tid is None:
             tid = self._learn(tokens)
             self._exact[tokens] = tid
-        else:
+        elif tid in self._merged_into:
             tid = self.resolve(tid)
-        return tid, " ".join(self._texts[tid])
+        text = self._joined.get(tid)
+        if text is None:
+            text = self._joined[tid] = " ".join(self._texts[tid])
+        return tid, text
 
     def match(self, line: str) -> int | None:
         """The id of an existing template that fits the line, or None if it is new."""
-        tokens = tuple(mask_tokens(line)) or ("<EMPTY>",)
+        tokens = _masked(line) or ("<EMPTY>",)
         tid = self._exact.get(tokens)
         if tid is not None:
             return self.resolve(tid)
@@ -274,13 +452,18 @@ class TemplateMiner:
         if WILDCARD in skeleton:
             self._wild_by_length.setdefault(len(skeleton), []).append(tid)
         n = len(skeleton)
+        word_at = self._word_at[tid]
         for position, word in enumerate(skeleton if n >= MIN_WORDS_TO_WIDEN else ()):
             if word == WILDCARD:
                 continue
             key = (n, position, skeleton[:position] + skeleton[position + 1:])
             seen = self._by_gap.setdefault(key, {})
             seen.setdefault(word, tid)
-            if len(seen) >= self.min_distinct:
+            # The token right before it (not across a masked value) names a value, and the
+            # words seen are not verbs of state (`Instance spawned` / `Instance destroyed`).
+            after_key = position and word_at[position - 1] == word_at[position] - 1 \
+                and _names_a_value(skeleton[position - 1]) and not any(w.endswith("ed") for w in seen)
+            if len(seen) >= (MIN_DISTINCT_AFTER_KEY if after_key else self.min_distinct):
                 tid = self._widen(tid, position, {self.resolve(t) for t in seen.values()})
         return tid
 
@@ -293,6 +476,7 @@ class TemplateMiner:
         for other in members - {keep}:
             other_skeleton = self._skeletons.pop(other)
             del self._texts[other], self._word_at[other]
+            self._joined.pop(other, None)
             widened.update(i for i, (a, b) in enumerate(zip(skeleton, other_skeleton, strict=True)) if a != b)
             self._merged_into[other] = keep
             wild = self._wild_by_length.get(len(skeleton), [])
@@ -302,6 +486,7 @@ class TemplateMiner:
             skeleton[i] = WILDCARD
             if i < len(self._word_at[keep]):
                 self._texts[keep][self._word_at[keep][i]] = WILDCARD
+        self._joined.pop(keep, None)
         wild = self._wild_by_length.setdefault(len(skeleton), [])
         if keep not in wild:
             wild.append(keep)
@@ -350,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Mine log templates from a log file.")
     parser.add_argument("logfile", help="path of the log, or - for standard input")
     parser.add_argument("--json", action="store_true", help="print a JSON list of {line, template_id, template}")
-    parser.add_argument("--min-distinct", type=int, default=3,
+    parser.add_argument("--min-distinct", type=int, default=MIN_DISTINCT,
                         help="distinct words seen at one position before it becomes <*> (>= 2)")
     parser.add_argument("--similarity", type=float, default=0.5, help=argparse.SUPPRESS)  # kept for old scripts
     args = parser.parse_args(argv)

@@ -44,7 +44,8 @@ def test_bench_runs_on_a_fixture_and_writes_its_json(tmp_path: Path, capsys) -> 
     _write_fixture(tmp_path, "HDFS")
     _write_fixture(tmp_path, "Hadoop")
     out = tmp_path / "result.json"
-    code = bench.main(["--data", str(tmp_path), "--systems", "HDFS", "Hadoop", "--out", str(out), "--repeats", "1"])
+    code = bench.main(["--data", str(tmp_path), "--systems", "HDFS", "Hadoop", "--out", str(out), "--repeats", "1",
+                       "--no-real-ci"])
     assert code == 0
     result = json.loads(out.read_text())
     assert result["systems"]["HDFS"]["ours_ga"] == 1.0
@@ -56,3 +57,35 @@ def test_split_is_eight_and_eight_and_disjoint() -> None:
     assert len(bench.TUNED) == len(bench.HELD_OUT) == 8
     assert set(bench.TUNED).isdisjoint(bench.HELD_OUT)
     assert set(bench.TUNED) | set(bench.HELD_OUT) == set(bench.SYSTEMS)
+
+
+def test_rerun_changes_run_noise_but_not_the_words() -> None:
+    from bench.ci_signatures import rerun
+
+    log = ("2022-05-11T15:11:03.8965328Z Runner name: 'GitHub Actions 12'\n"
+           "2022-05-11T15:11:05.0963608Z FAILED tests/test_api.py::test_login - assert 1 == 2 (0.52s)\n"
+           "2022-05-11T15:11:05.1Z error: /home/runner/work/web/web/src/a.py in /tmp/pytest-of-runner/pytest-3 "
+           "container 4f2a9c1e7b3d pid 4821\n")
+    again = rerun(log, seed=1)
+    assert again != log and len(again.splitlines()) == len(log.splitlines())
+    words = [w for w in log.split() if w.isalpha()]
+    assert [w for w in again.split() if w.isalpha()] == words
+    assert "4f2a9c1e7b3d" not in again and "/home/runner/work/" not in again and "2022-05-11T15:11:03" not in again
+    assert rerun(log, seed=1) == again  # seeded: the bench is repeatable
+
+
+def test_ci_signature_pairs_on_stub_logs(tmp_path: Path) -> None:
+    from bench.ci_signatures import evaluate
+    from bench.real_ci import RealLog
+
+    logs = []
+    for n, text in enumerate(["FAILED test_a - assert 1 == 2\n", "FAILED test_b - assert 1 == 2\n",
+                              "npm ERR! code ERESOLVE\n"]):
+        path = tmp_path / f"{n}.log"
+        path.write_text(text)
+        logs.append(RealLog(f"x/{n}", "x", "github_actions", "TEST_FAILURE" if n < 2 else "DEPENDENCY_FETCH",
+                            "high", (1,), path, True))
+    result = evaluate(logs, diagnose=lambda data: (data.decode().split(" - ")[0], []))
+    assert result["same_cause_same_signature"] == 1.0
+    assert result["different_cause_pairs"] == 3 and result["different_cause_different_signature"] == 1.0
+    assert result["different_cause_pairs_same_class"] == 1

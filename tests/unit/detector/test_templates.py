@@ -114,3 +114,65 @@ def test_cli_prints_one_json_row_per_line(tmp_path, capsys) -> None:
 def test_cli_reports_a_missing_file_in_one_line(tmp_path, capsys) -> None:
     assert main([str(tmp_path / "absent.log"), "--json"]) == 1
     assert "error:" in capsys.readouterr().err
+
+
+def _groups(lines: list[str]) -> list[int]:
+    return [row.template_id for row in mine_templates(lines)]
+
+
+def test_a_word_right_after_a_value_noun_varies_after_two_values() -> None:
+    ids = _groups(["session opened for user alice by (uid=0)", "session opened for user bob by (uid=0)",
+                   "session opened for user alice by (uid=0)"])
+    assert len(set(ids)) == 1
+
+
+def test_a_word_after_a_masked_value_or_a_state_verb_is_not_a_value() -> None:
+    # "[instance: <UUID>] Instance spawned": "Instance" follows a masked value, and
+    # spawned/destroyed are states, not names: different messages.
+    lines = ["[instance: 95960536-049b-41f6-9049-05fc479b6a7c] Instance spawned successfully.",
+             "[instance: 43204226-2f87-4da7-b7ee-4d20cc66e846] Instance destroyed successfully.",
+             "[instance: 43204226-2f87-4da7-b7ee-4d20cc66e846] disk limit not specified",
+             "[instance: 43204226-2f87-4da7-b7ee-4d20cc66e846] vcpu limit not specified"]
+    ids = _groups(lines)
+    assert ids[0] != ids[1] and ids[2] != ids[3]
+
+
+def test_a_few_different_words_elsewhere_stay_apart_and_many_become_a_variable() -> None:
+    assert len(set(_groups([f"VM {state} (Lifecycle Event)" for state in ("Started", "Paused", "Stopped")]))) == 3
+    many = _groups([f"registered new driver {name} ok" for name in ("usbfs", "hub", "hiddev", "usbhid", "serio")])
+    assert len(set(many)) == 1
+
+
+def test_masking_is_the_same_whether_cached_or_not() -> None:
+    # The fast path (token caches, digit shapes) gives what a cold start gives.
+    from services.detector import templates
+
+    lines = ["took 12 ms at Jun 17 07:07:00 for blk_-1608999687919862906", "wrote 3.4 MB (12 KB) to /tmp/x9/y",
+             "took 99 ms at Jul 7 17:07:09 for blk_-9999999999999999999", "force load......0 done 2017-05-16 05:00:00"]
+    templates.reset_caches()
+    cold = [normalise_line(line) for line in lines]
+    warm = [normalise_line(line) for line in lines]
+    templates.reset_caches()
+    again = [normalise_line(line) for line in reversed(lines)][::-1]
+    assert cold == warm == again
+    assert cold[0] == "took <NUM> at <TIME> for <ID>" and cold[1] == "wrote <NUM> (<NUM>) to <PATH>"
+
+
+def test_cli_uses_the_one_configuration_the_bench_measures(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    # Three values at a position: apart with MIN_DISTINCT = 4 (the bench's), merged with 3.
+    lines = [f"VM {state} (Lifecycle Event)" for state in ("Started", "Paused", "Stopped")]
+    log = tmp_path / "x.log"
+    log.write_text("\n".join(lines) + "\n")
+    assert main([str(log), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["template_id"] for r in rows] == [r.template_id for r in mine_templates(lines, TemplateMiner())]
+
+
+def test_the_digit_shape_cache_keeps_the_zero_of_0x() -> None:
+    # "0x5" is hex and "1x2" is not: they must not share a cached shape, in either order.
+    from services.detector import templates
+
+    for first, second in (("0x5", "1x2"), ("1x2", "0x5")):
+        templates.reset_caches()
+        seen = {token: normalise_line(f"model {token} rev") for token in (first, second)}
+        assert seen == {"0x5": "model <HEX> rev", "1x2": "model <ID> rev"}
