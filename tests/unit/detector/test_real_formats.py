@@ -49,7 +49,7 @@ def test_the_decisive_line_is_not_a_template() -> None:
     result = Diagnoser().diagnose((LOGS / "travis_rubocop.log").read_bytes())
     assert result.decisive_line is not None
     assert result.decisive_line.text == "42 files inspected, 2 offenses detected"
-    assert "<n>" in result.template  # the template is for grouping only
+    assert "<NUM>" in result.template  # the template is for grouping only
 
 
 def test_a_passing_step_before_the_failing_one_does_not_decide() -> None:
