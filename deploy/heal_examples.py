@@ -14,6 +14,7 @@ import json
 import sys
 import textwrap
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,7 @@ class HealReport:
     step: str = ""  # the failed step, e.g. "Run npm test (exit 1) at line 52"; "" when the log shows none
     hint: str = ""
     redactions: int = 0
+    plan_id: str = ""
     plan: list[str] = field(default_factory=list)
     rationale: str = ""
     actions: list[dict[str, str]] = field(default_factory=list)
@@ -77,15 +79,22 @@ def failure_report(example: dict) -> detector_pb2.FailureReport:
 
 
 def heal_failure(client: MeshClient, example: dict, log: bytes) -> coordinator_pb2.HealFailureResponse:
-    report = failure_report(example)
+    return send_heal(client, failure_report(example), log)
+
+
+def send_heal(client: MeshClient, report: detector_pb2.FailureReport, log: bytes,
+              progress: Callable[[int, int], None] | None = None) -> coordinator_pb2.HealFailureResponse:
+    """HealFailure for a log up to 4 MiB, StreamHealFailure in chunks above (progress(sent, total) per chunk)."""
     if len(log) <= UNARY_LOG_LIMIT:
         return client.coordinator.HealFailure(coordinator_pb2.HealFailureRequest(report=report, log=log),
                                               metadata=client.metadata, timeout=30)
 
-    def chunks():  # type: ignore[no-untyped-def]
+    def chunks() -> Iterator[coordinator_pb2.StreamHealFailureRequest]:
         yield coordinator_pb2.StreamHealFailureRequest(report=report)
         for start in range(0, len(log), CHUNK):
             yield coordinator_pb2.StreamHealFailureRequest(log_chunk=log[start:start + CHUNK])
+            if progress is not None:
+                progress(min(start + CHUNK, len(log)), len(log))
 
     return client.coordinator.StreamHealFailure(chunks(), metadata=client.metadata, timeout=120)
 
@@ -171,26 +180,34 @@ def heal(client: MeshClient, example: dict) -> HealReport:
     except grpc.RpcError as error:
         report.error = f"{error.code().name}: {error.details()}"
         return report
+    follow_heal(client, report, answer)
+    return report
+
+
+def follow_heal(client: MeshClient, report: HealReport, answer: coordinator_pb2.HealFailureResponse,
+                wait: bool = True) -> None:
+    """Fill the report from a heal's answer: the diagnosis, the plan, (waiting for) its actions, the audit."""
     diagnosis = answer.diagnosis
     read_diagnosis(report, diagnosis)
     if answer.HasField("plan"):
+        report.plan_id = answer.plan.plan_id
         report.plan = [common_pb2.ActionKind.Name(a.kind) for a in answer.plan.actions]
         report.rationale = answer.plan.rationale
-        try:
-            for action in wait_for_actions(client, answer.plan.plan_id):
-                report.actions.append({
-                    "kind": common_pb2.ActionKind.Name(action.action.kind),
-                    "state": common_pb2.ActionState.Name(action.state).removeprefix("ACTION_STATE_"),
-                    "detail": action.detail, "by": action.dispatched_by,
-                })
-        except TimeoutError as error:
-            report.error = str(error)
+        if wait:
+            try:
+                for action in wait_for_actions(client, answer.plan.plan_id):
+                    report.actions.append({
+                        "kind": common_pb2.ActionKind.Name(action.action.kind),
+                        "state": common_pb2.ActionState.Name(action.state).removeprefix("ACTION_STATE_"),
+                        "detail": action.detail, "by": action.dispatched_by,
+                    })
+            except TimeoutError as error:
+                report.error = str(error)
     expected = {"DIAGNOSIS", "PLAN"} | ({"OUTCOME"} if report.actions else set())
     entries, report.audit_verified = verify_audit(client, diagnosis.failure_id, expected)
     report.audit_entries = [f"#{e.index} {e.kind}" for e in entries]
     if answer.warnings:
         report.error = "; ".join(answer.warnings)
-    return report
 
 
 def wrapped(label: str, text: str, width: int = WIDTH) -> str:
@@ -203,7 +220,7 @@ def wrapped(label: str, text: str, width: int = WIDTH) -> str:
 
 
 def print_report(report: HealReport) -> None:
-    print(f"\n== {report.file}  (expected {report.expected_class})")
+    print(f"\n== {report.file}" + (f"  (expected {report.expected_class})" if report.expected_class else ""))
     if report.error and not report.failure_id:
         print(wrapped("error", report.error))
         return

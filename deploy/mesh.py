@@ -392,9 +392,9 @@ class Mesh:
         for name in self.replica_names():
             values[f"HG_{name.upper().replace('-', '_')}_DIRECT"] = self.service_address(name)
         lines = [f"export {key}={shlex.quote(value)}" for key, value in values.items()]
-        # The mesh's tools (grpcurl, etcdctl, hg) live in the venv: put them first on PATH,
+        # The mesh's tools (grpcurl, etcdctl in the venv; hg in bin/) go first on PATH,
         # so every command that the README and the banner print works as pasted.
-        lines.append(f'export PATH={shlex.quote(str(VENV_BIN))}:"$PATH"')
+        lines.append(f'export PATH={shlex.quote(str(ROOT / "bin"))}:{shlex.quote(str(VENV_BIN))}:"$PATH"')
         _write_private(self.run_dir / "mesh.env", ("\n".join(lines) + "\n").encode())
 
     # -- down ---------------------------------------------------------------------------
@@ -547,6 +547,9 @@ def banner_commands() -> list[str]:
         f'grpcurl {tls} {auth} "$HG_GATEWAY" healing_guard.coordinator.v1.Coordinator/Leader',
         f"grpcurl {tls} {auth} -d '{{\"page\": {{}}}}' \"$HG_GATEWAY\" healing_guard.detector.v1.Detector/ListClusters",
         f'grpcurl {tls} {auth} "$HG_GATEWAY" healing_guard.audit.v1.Audit/GetSignedTreeHead',
+        "hg leader",
+        "hg heal examples/oom_killed.log --provider local --repository acme/web --pipeline ci --job test --run-id 1",
+        "hg audit head",
     ]
 
 
@@ -556,7 +559,7 @@ def print_instructions(mesh: Mesh) -> None:
     print(f"""
 Healing Guard mesh is up. Gateway: {mesh.gateway_address}  (etcd 127.0.0.1:{mesh.ports['etcd']})
 
-  source {env}     # puts grpcurl and etcdctl ({VENV_BIN}) on PATH
+  source {env}     # puts grpcurl, etcdctl and hg ({VENV_BIN}, {ROOT / "bin"}) on PATH
 {commands}
 
 Logs: {mesh.log_dir}    Stop: make down
