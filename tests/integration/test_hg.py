@@ -67,3 +67,13 @@ def test_leader_names_a_coordinator_replica(mesh: Mesh) -> None:
     leader = hg(mesh, "leader", "--json")
     assert leader.returncode == 0, leader.stderr
     assert json.loads(leader.stdout)["leader_id"].startswith("coordinator-")
+
+
+def test_watch_replays_action_changes_from_a_revision(mesh: Mesh) -> None:
+    healed = hg(mesh, "heal", "examples/oom_killed.log", "--provider", "github", "--repository", "acme/web",
+                "--pipeline", "ci", "--job", "watch", "--run-id", uuid.uuid4().hex[:8], "--json")
+    assert healed.returncode == 0, healed.stderr
+    watched = hg(mesh, "watch", "--from-revision", "1", "--count", "2", "--json")
+    assert watched.returncode == 0, watched.stderr
+    events = [json.loads(line) for line in watched.stdout.splitlines()]
+    assert len(events) == 2 and all(event["action_id"] and int(event["revision"]) > 0 for event in events)
