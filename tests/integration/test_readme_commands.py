@@ -21,7 +21,7 @@ BARE_PATH = "/usr/local/bin:/usr/bin:/bin"
 def readme_block() -> tuple[list[str], list[str]]:
     """The README's shell block that sources mesh.env: its setup lines and its grpcurl lines."""
     blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.DOTALL)
-    block = next(b for b in blocks if "source .run/mesh.env" in b)
+    block = next(b for b in blocks if "source .run/mesh.env" in b and "\ngrpcurl " in b)
     lines = [line for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     setup = [line for line in lines if not line.startswith("grpcurl ")]
     return setup, [line for line in lines if line.startswith("grpcurl ")]
