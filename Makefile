@@ -17,7 +17,11 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) $(VENV)/bin/hg
+
+# The operator's client: .venv/bin/hg runs bin/hg (python -m deploy.hg with this venv).
+$(VENV)/bin/hg: bin/hg | $(STAMP)
+	ln -sf ../../bin/hg $@
 
 gen: $(STAMP)
 	$(PY) scripts/generate_contracts.py

@@ -14,6 +14,7 @@ import json
 import sys
 import textwrap
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,7 @@ class HealReport:
     step: str = ""  # the failed step, e.g. "Run npm test (exit 1) at line 52"; "" when the log shows none
     hint: str = ""
     redactions: int = 0
+    plan_id: str = ""
     plan: list[str] = field(default_factory=list)
     rationale: str = ""
     actions: list[dict[str, str]] = field(default_factory=list)
@@ -63,6 +65,7 @@ class HealReport:
     audit_verified: bool = False
     trace_id: str = ""
     error: str = ""
+    resumed: bool = False  # an earlier call (an earlier `make demo`) had healed this job attempt
 
 
 def failure_report(example: dict) -> detector_pb2.FailureReport:
@@ -77,15 +80,22 @@ def failure_report(example: dict) -> detector_pb2.FailureReport:
 
 
 def heal_failure(client: MeshClient, example: dict, log: bytes) -> coordinator_pb2.HealFailureResponse:
-    report = failure_report(example)
+    return send_heal(client, failure_report(example), log)
+
+
+def send_heal(client: MeshClient, report: detector_pb2.FailureReport, log: bytes,
+              progress: Callable[[int, int], None] | None = None) -> coordinator_pb2.HealFailureResponse:
+    """HealFailure for a log up to 4 MiB, StreamHealFailure in chunks above (progress(sent, total) per chunk)."""
     if len(log) <= UNARY_LOG_LIMIT:
         return client.coordinator.HealFailure(coordinator_pb2.HealFailureRequest(report=report, log=log),
                                               metadata=client.metadata, timeout=30)
 
-    def chunks():  # type: ignore[no-untyped-def]
+    def chunks() -> Iterator[coordinator_pb2.StreamHealFailureRequest]:
         yield coordinator_pb2.StreamHealFailureRequest(report=report)
         for start in range(0, len(log), CHUNK):
             yield coordinator_pb2.StreamHealFailureRequest(log_chunk=log[start:start + CHUNK])
+            if progress is not None:
+                progress(min(start + CHUNK, len(log)), len(log))
 
     return client.coordinator.StreamHealFailure(chunks(), metadata=client.metadata, timeout=120)
 
@@ -171,42 +181,54 @@ def heal(client: MeshClient, example: dict) -> HealReport:
     except grpc.RpcError as error:
         report.error = f"{error.code().name}: {error.details()}"
         return report
+    follow_heal(client, report, answer)
+    return report
+
+
+def follow_heal(client: MeshClient, report: HealReport, answer: coordinator_pb2.HealFailureResponse,
+                wait: bool = True) -> None:
+    """Fill the report from a heal's answer: the diagnosis, the plan, (waiting for) its actions, the audit."""
     diagnosis = answer.diagnosis
+    report.resumed = answer.resumed
     read_diagnosis(report, diagnosis)
     if answer.HasField("plan"):
+        report.plan_id = answer.plan.plan_id
         report.plan = [common_pb2.ActionKind.Name(a.kind) for a in answer.plan.actions]
         report.rationale = answer.plan.rationale
-        try:
-            for action in wait_for_actions(client, answer.plan.plan_id):
-                report.actions.append({
-                    "kind": common_pb2.ActionKind.Name(action.action.kind),
-                    "state": common_pb2.ActionState.Name(action.state).removeprefix("ACTION_STATE_"),
-                    "detail": action.detail, "by": action.dispatched_by,
-                })
-        except TimeoutError as error:
-            report.error = str(error)
+        if wait:
+            try:
+                for action in wait_for_actions(client, answer.plan.plan_id):
+                    report.actions.append({
+                        "kind": common_pb2.ActionKind.Name(action.action.kind),
+                        "state": common_pb2.ActionState.Name(action.state).removeprefix("ACTION_STATE_"),
+                        "detail": action.detail, "by": action.dispatched_by,
+                    })
+            except TimeoutError as error:
+                report.error = str(error)
     expected = {"DIAGNOSIS", "PLAN"} | ({"OUTCOME"} if report.actions else set())
     entries, report.audit_verified = verify_audit(client, diagnosis.failure_id, expected)
     report.audit_entries = [f"#{e.index} {e.kind}" for e in entries]
     if answer.warnings:
         report.error = "; ".join(answer.warnings)
-    return report
 
 
 def wrapped(label: str, text: str, width: int = WIDTH) -> str:
     """`   label     : text`, wrapped at word boundaries with continuation lines under the
     text; a word longer than a line (a path, a URL) stays whole on a line of its own."""
-    head = f"   {label:<10}: "
+    head = f"   {label:<10}: " if label else " " * 15  # no label: continues the line above
     lines = textwrap.wrap(text, width=width, initial_indent=head, subsequent_indent=" " * len(head),
                           break_long_words=False, break_on_hyphens=False)
     return "\n".join(lines) or head.rstrip()
 
 
 def print_report(report: HealReport) -> None:
-    print(f"\n== {report.file}  (expected {report.expected_class})")
+    print(f"\n== {report.file}" + (f"  (expected {report.expected_class})" if report.expected_class else ""))
     if report.error and not report.failure_id:
         print(wrapped("error", report.error))
         return
+    if report.resumed:
+        print(wrapped("replayed", "this job attempt was healed by an earlier run: the results below are that run's "
+                                  "(the heal is idempotent); `make clean` starts afresh"))
     print(wrapped("diagnosis", f"{report.failure_class} (confidence {report.confidence:.2f}), "
                                f"{report.redactions} secret(s) redacted, failure {report.failure_id}"))
     if report.step:
@@ -217,10 +239,16 @@ def print_report(report: HealReport) -> None:
     if report.hint:
         print(wrapped("hint", report.hint))
     print(wrapped("plan", " -> ".join(report.plan) or "(none)"))
-    if report.rationale:
-        print(wrapped("because", report.rationale.splitlines()[0]))
+    # The rationale's first line restates the diagnosis and its second the failed step and
+    # decisive line (both shown above); the rest is the reasoning: learned success rates,
+    # the predictor, the policy rule, the plan. Every line of it is shown, wrapped.
+    reasons = [line for line in report.rationale.splitlines()
+               if line.strip() and not line.startswith(("Diagnosed ", "Failed step:", "Decisive line"))]
+    for number, line in enumerate(reasons or report.rationale.splitlines()[:1]):
+        print(wrapped("because" if number == 0 else "", line))
     for action in report.actions:
-        print(wrapped("action", f"{action['kind']} {action['state']} by {action['by'] or '-'}: {action['detail']}"))
+        by = f" by {action['by']}" if action["by"] else ""  # a skipped action was dispatched by no one
+        print(wrapped("action", f"{action['kind']} {action['state']}{by}: {action['detail']}"))
     proof = "inclusion proof verified against the signed tree head" if report.audit_verified else "NOT verified"
     print(wrapped("audit", f"{', '.join(report.audit_entries)} — {proof}"))
     if report.error:
@@ -252,8 +280,12 @@ def main(argv: list[str] | None = None) -> int:
         healed = sum(1 for r in reports if any(a["state"] == "SUCCEEDED" for a in r.actions))
         right = sum(1 for r in reports if r.failure_class == r.expected_class)
         verified = sum(1 for r in reports if r.audit_verified)
+        replayed = sum(1 for r in reports if r.resumed)
         print(f"\n{len(reports)} failures: {right} diagnosed as expected, {healed} with a successful action, "
               f"{verified} with verified audit proofs")
+        if replayed:
+            print(f"{replayed} of them replayed from an earlier run (same job attempts): `make clean` then "
+                  "`make demo` to heal them afresh")
     return 0 if all(not r.error or r.failure_id for r in reports) else 1
 
 

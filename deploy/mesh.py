@@ -392,6 +392,9 @@ class Mesh:
         for name in self.replica_names():
             values[f"HG_{name.upper().replace('-', '_')}_DIRECT"] = self.service_address(name)
         lines = [f"export {key}={shlex.quote(value)}" for key, value in values.items()]
+        # The mesh's tools (grpcurl, etcdctl in the venv; hg in bin/) go first on PATH,
+        # so every command that the README and the banner print works as pasted.
+        lines.append(f'export PATH={shlex.quote(str(ROOT / "bin"))}:{shlex.quote(str(VENV_BIN))}:"$PATH"')
         _write_private(self.run_dir / "mesh.env", ("\n".join(lines) + "\n").encode())
 
     # -- down ---------------------------------------------------------------------------
@@ -534,21 +537,33 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
+def banner_commands() -> list[str]:
+    """The commands `make up` prints, each to be pasted into a shell that sourced mesh.env."""
+    tls = '-cacert "$HG_CACERT" -cert "$HG_CERT" -key "$HG_KEY"'
+    auth = '-H "authorization: Bearer $HG_TOKEN"'
+    return [
+        f'grpcurl {tls} "$HG_GATEWAY" list',
+        f"grpcurl {tls} -H 'x-hg-service: detector' \"$HG_GATEWAY\" grpc.health.v1.Health/Check",
+        f'grpcurl {tls} {auth} "$HG_GATEWAY" healing_guard.coordinator.v1.Coordinator/Leader',
+        f"grpcurl {tls} {auth} -d '{{\"page\": {{}}}}' \"$HG_GATEWAY\" healing_guard.detector.v1.Detector/ListClusters",
+        f'grpcurl {tls} {auth} "$HG_GATEWAY" healing_guard.audit.v1.Audit/GetSignedTreeHead',
+        "hg leader",
+        "hg heal examples/oom_killed.log --provider local --repository acme/web --pipeline ci --job test --run-id 1",
+        "hg audit head",
+    ]
+
+
 def print_instructions(mesh: Mesh) -> None:
     env = mesh.run_dir / "mesh.env"
-    tls = '-cacert "$HG_CACERT" -cert "$HG_CERT" -key "$HG_KEY"'
+    commands = "\n".join(f"  {command}" for command in banner_commands())
     print(f"""
 Healing Guard mesh is up. Gateway: {mesh.gateway_address}  (etcd 127.0.0.1:{mesh.ports['etcd']})
 
-  source {env}
-  grpcurl {tls} "$HG_GATEWAY" list
-  grpcurl {tls} -H 'x-hg-service: detector' "$HG_GATEWAY" grpc.health.v1.Health/Check
-  grpcurl {tls} -H "authorization: Bearer $HG_TOKEN" "$HG_GATEWAY" healing_guard.coordinator.v1.Coordinator/Leader
-  grpcurl {tls} -H "authorization: Bearer $HG_TOKEN" -d '{{"page": {{}}}}' "$HG_GATEWAY" healing_guard.detector.v1.Detector/ListClusters
-  grpcurl {tls} -H "authorization: Bearer $HG_TOKEN" "$HG_GATEWAY" healing_guard.audit.v1.Audit/GetSignedTreeHead
+  source {env}     # puts grpcurl, etcdctl and hg ({VENV_BIN}, {ROOT / "bin"}) on PATH
+{commands}
 
 Logs: {mesh.log_dir}    Stop: make down
-""")  # noqa: E501 -- the commands are for copy and paste, so each stays on one line
+""")
 
 
 SUPERVISED_READY_TIMEOUT_S = 3 * READY_TIMEOUT_S

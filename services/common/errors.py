@@ -8,6 +8,11 @@ and name the field, so a caller can fix the request without reading our code.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class HealingGuardError(Exception):
     """Base of every error the services answer with on purpose."""
@@ -18,12 +23,53 @@ class HealingGuardError(Exception):
 
 
 class InvalidArgument(HealingGuardError):
-    """A request field is malformed or out of range (INVALID_ARGUMENT + BadRequest)."""
+    """A request field is malformed or out of range (INVALID_ARGUMENT + BadRequest).
+
+    `violations` lists every field refused, one BadRequest field violation each; `field`
+    and `description` are the first. `InvalidArgument.of` refuses several at once."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.description = message
+        self.violations: list[tuple[str, str]] = [(field, message)]
+
+    @classmethod
+    def of(cls, violations: Sequence[tuple[str, str]]) -> InvalidArgument:
+        """One refusal naming every (field, description), in order; at least one."""
+        if not violations:
+            raise ValueError("InvalidArgument.of needs at least one violation")
+        error = cls(*violations[0])
+        error.violations = list(violations)
+        error.message = "; ".join(f"{field}: {description}" for field, description in violations)
+        error.args = (error.message,)
+        return error
+
+
+class Violations:
+    """Collects every field a request gets wrong, so that one refusal names them all
+    rather than one per attempt."""
+
+    def __init__(self) -> None:
+        self.found: list[tuple[str, str]] = []
+
+    def add(self, field: str, description: str) -> None:
+        """One violation per field: the first found for a field stands."""
+        if all(field != seen for seen, _ in self.found):
+            self.found.append((field, description))
+
+    def check(self, validate: Callable[[], T]) -> T | None:
+        """Run one validation; keep what it refuses and go on. Its value, or None if refused."""
+        try:
+            return validate()
+        except InvalidArgument as error:
+            for field, description in error.violations:
+                self.add(field, description)
+            return None
+
+    def raise_if_any(self) -> None:
+        if self.found:
+            raise InvalidArgument.of(self.found)
 
 
 class NotFound(HealingGuardError):

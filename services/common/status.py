@@ -46,10 +46,9 @@ def to_grpc_status(error: errors.HealingGuardError) -> grpc.Status:
 def _code_and_details(error: errors.HealingGuardError) -> tuple[int, list]:
     match error:
         case errors.InvalidArgument():
-            violation = error_details_pb2.BadRequest.FieldViolation(
-                field=clip(error.field), description=clip(error.description)
-            )
-            return code_pb2.INVALID_ARGUMENT, [error_details_pb2.BadRequest(field_violations=[violation])]
+            violations = [error_details_pb2.BadRequest.FieldViolation(field=clip(field), description=clip(text))
+                          for field, text in error.violations]
+            return code_pb2.INVALID_ARGUMENT, [error_details_pb2.BadRequest(field_violations=violations)]
         case errors.NotFound():
             info = error_details_pb2.ResourceInfo(resource_type=clip(error.resource_type),
                                                   resource_name=clip(error.name))

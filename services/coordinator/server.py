@@ -36,7 +36,14 @@ from services.common import auth
 from services.common.audit_trail import AuditTrail
 from services.common.config import ServiceConfig
 from services.common.convert import enum_field, timestamp
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
+from services.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+    Violations,
+)
 from services.common.runtime import Assembly, Runtime
 from services.common.server import ServiceDefinition
 from services.common.tracing import annotate
@@ -50,7 +57,7 @@ from services.coordinator.peers import LeafClients
 from services.coordinator.queueing import HealQueue, plan_records
 from services.coordinator.scheduling import ExecutorSlot, executor_can_run, fair_order, running_by_tenant
 from services.coordinator.store import ActionStore, Registration, WorkflowRecords
-from services.coordinator.workflow import HealWorkflow, LogSource, Ports, step_name
+from services.coordinator.workflow import HealWorkflow, LogSource, Ports, step_name, validate_report
 
 MAX_CLAIM = 32
 UNARY_LOG_LIMIT = 4 * 1024 * 1024  # as detector.ReportFailure; StreamHealFailure for more
@@ -88,9 +95,14 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
 
     async def HealFailure(self, request, context):  # type: ignore[no-untyped-def]
         tenant = auth.tenant_for(request.report.tenant_id, "report.tenant_id")
-        if len(request.log) > UNARY_LOG_LIMIT:
-            raise InvalidArgument("log", f"is {len(request.log)} bytes; HealFailure takes at most {UNARY_LOG_LIMIT} "
-                                         "(use StreamHealFailure for larger logs)")
+        problems = Violations()  # the report's fields and the log, refused together
+        problems.check(lambda: validate_report(request.report))
+        if not request.log:
+            problems.add("log", "is empty: send the job log (bytes; in grpcurl's JSON, base64)")
+        elif len(request.log) > UNARY_LOG_LIMIT:
+            problems.add("log", f"is {len(request.log)} bytes; HealFailure takes at most {UNARY_LOG_LIMIT} "
+                                "(use StreamHealFailure for larger logs)")
+        problems.raise_if_any()
         return await self._heal(tenant, request.report, request.log)
 
     async def StreamHealFailure(self, request_iterator, context):  # type: ignore[no-untyped-def]

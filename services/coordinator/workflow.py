@@ -36,7 +36,7 @@ from healing_guard.common.v1 import common_pb2
 from healing_guard.coordinator.v1 import coordinator_pb2
 from healing_guard.detector.v1 import detector_pb2
 from healing_guard.predictor.v1 import predictor_pb2
-from services.common.errors import InvalidArgument, Unavailable
+from services.common.errors import Unavailable, Violations
 from services.common.vocabulary import Provider
 
 log = logging.getLogger(__name__)
@@ -148,21 +148,23 @@ def workflow_id_for(tenant: str, report: detector_pb2.FailureReport) -> str:
 
 
 def validate_report(report: detector_pb2.FailureReport) -> None:
-    """What the heal is keyed on, checked before any step (the detector checks the rest)."""
+    """What the heal is keyed on, checked before any step (the detector checks the rest);
+    every field refused at once, in one InvalidArgument naming each."""
+    problems = Violations()
     job = report.job
     if job.provider not in set(Provider) or job.provider == Provider.PROVIDER_UNSPECIFIED:
-        raise InvalidArgument("report.job.provider",
-                              "is required: GITHUB_ACTIONS, GITLAB, JENKINS, GENERIC or LOCAL")
+        problems.add("report.job.provider", "is required: GITHUB_ACTIONS, GITLAB, JENKINS, GENERIC or LOCAL")
     for name in ("repository", "pipeline", "job", "run_id"):
         value = getattr(job, name)
         if not value.strip():
-            raise InvalidArgument(f"report.job.{name}", "must not be empty")
-        if len(value) > MAX_TEXT:
-            raise InvalidArgument(f"report.job.{name}", f"must be at most {MAX_TEXT} characters, got {len(value)}")
+            problems.add(f"report.job.{name}", "must not be empty")
+        elif len(value) > MAX_TEXT:
+            problems.add(f"report.job.{name}", f"must be at most {MAX_TEXT} characters, got {len(value)}")
     if job.attempt < 1:
-        raise InvalidArgument("report.job.attempt", f"must be >= 1, got {job.attempt}")
+        problems.add("report.job.attempt", f"must be >= 1, got {job.attempt}")
     if report.memory_limit_mb < 0:
-        raise InvalidArgument("report.memory_limit_mb", f"must be >= 0, got {report.memory_limit_mb}")
+        problems.add("report.memory_limit_mb", f"must be >= 0, got {report.memory_limit_mb}")
+    problems.raise_if_any()
 
 
 def _now() -> Timestamp:

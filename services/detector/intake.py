@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, Violations
 from services.common.vocabulary import Provider
 from services.detector.junit import parse_junit
 
@@ -58,29 +58,28 @@ class FailureMetadata:
 
 
 def validate_metadata(meta: FailureMetadata, prefix: str = "report") -> None:
+    """Every field refused at once: one InvalidArgument naming each."""
+    problems = Violations()
     if meta.provider is Provider.PROVIDER_UNSPECIFIED:
-        raise InvalidArgument(
-            f"{prefix}.job.provider", "is required: GITHUB_ACTIONS, GITLAB, JENKINS, GENERIC or LOCAL"
-        )
+        problems.add(f"{prefix}.job.provider", "is required: GITHUB_ACTIONS, GITLAB, JENKINS, GENERIC or LOCAL")
     for name in ("repository", "pipeline", "job", "run_id"):
         value = getattr(meta, name)
         if not value or not value.strip():
-            raise InvalidArgument(f"{prefix}.job.{name}", "must not be empty")
-        if len(value) > MAX_TEXT:
-            raise InvalidArgument(
-                f"{prefix}.job.{name}", f"must be at most {MAX_TEXT} characters, got {len(value)}"
-            )
+            problems.add(f"{prefix}.job.{name}", "must not be empty")
+        elif len(value) > MAX_TEXT:
+            problems.add(f"{prefix}.job.{name}", f"must be at most {MAX_TEXT} characters, got {len(value)}")
     if meta.attempt < 1:
-        raise InvalidArgument(f"{prefix}.job.attempt", f"must be >= 1, got {meta.attempt}")
+        problems.add(f"{prefix}.job.attempt", f"must be >= 1, got {meta.attempt}")
     if meta.duration_seconds < 0:
-        raise InvalidArgument(f"{prefix}.duration_seconds", f"must be >= 0, got {meta.duration_seconds:g}")
+        problems.add(f"{prefix}.duration_seconds", f"must be >= 0, got {meta.duration_seconds:g}")
     if meta.memory_limit_mb < 0:
-        raise InvalidArgument(f"{prefix}.memory_limit_mb", f"must be >= 0, got {meta.memory_limit_mb}")
+        problems.add(f"{prefix}.memory_limit_mb", f"must be >= 0, got {meta.memory_limit_mb}")
+    problems.raise_if_any()
 
 
 def validate_unary_log(log: bytes) -> None:
     if not log:
-        raise InvalidArgument("log", "is empty: send the job log (bytes)")
+        raise InvalidArgument("log", "is empty: send the job log (bytes; in grpcurl's JSON, base64)")
     if len(log) > UNARY_LOG_LIMIT:
         raise InvalidArgument(
             "log",

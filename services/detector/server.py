@@ -21,7 +21,7 @@ from services.common import auth
 from services.common.audit_trail import AuditTrail
 from services.common.config import ServiceConfig
 from services.common.convert import enum_field, timestamp
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, Violations
 from services.common.runtime import Assembly, Runtime
 from services.common.server import ServiceDefinition
 from services.common.tracing import annotate
@@ -47,7 +47,9 @@ STREAM_QUEUE_CHUNKS = 16  # chunks in flight between the stream and the scan (bo
 
 def metadata_of(tenant: str, report: detector_pb2.FailureReport) -> FailureMetadata:
     job = report.job
-    provider = enum_field(Provider, job.provider, "report.job.provider")
+    problems = Violations()  # every field refused at once
+    known = problems.check(lambda: enum_field(Provider, job.provider, "report.job.provider"))
+    provider = Provider.PROVIDER_UNSPECIFIED if known is None else known
     meta = FailureMetadata(
         tenant=tenant,
         provider=provider,
@@ -66,8 +68,9 @@ def metadata_of(tenant: str, report: detector_pb2.FailureReport) -> FailureMetad
         last_good_revision=report.last_good_revision,
         diagnose_only=report.diagnose_only,
     )
-    validate_metadata(meta)
-    validate_junit(report.junit_xml)
+    problems.check(lambda: validate_metadata(meta))
+    problems.check(lambda: validate_junit(report.junit_xml))
+    problems.raise_if_any()
     return meta
 
 
@@ -204,8 +207,11 @@ class DetectorServicer(detector_pb2_grpc.DetectorServicer):
 
     async def ReportFailure(self, request, context):  # type: ignore[no-untyped-def]
         tenant = auth.tenant_for(request.report.tenant_id, "report.tenant_id")
-        meta = metadata_of(tenant, request.report)
-        validate_unary_log(request.log)
+        problems = Violations()  # the report's fields and the log, refused together
+        meta = problems.check(lambda: metadata_of(tenant, request.report))
+        problems.check(lambda: validate_unary_log(request.log))
+        problems.raise_if_any()
+        assert meta is not None
         self._admit(meta)
         stored = await asyncio.to_thread(
             self.core.diagnose, meta, request.log, request.report.junit_xml or None

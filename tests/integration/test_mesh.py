@@ -15,6 +15,7 @@ from deploy.heal_examples import EXAMPLES, failure_report, heal
 from deploy.mesh import SERVICES, Mesh
 from healing_guard.common.v1 import common_pb2
 from healing_guard.coordinator.v1 import coordinator_pb2
+from healing_guard.detector.v1 import detector_pb2
 from services.common.tokens import TokenSigner
 from tests.integration.conftest import grpcurl, status_of
 
@@ -128,6 +129,36 @@ def test_malformed_reports_name_the_field(operator: MeshClient, mesh: Mesh, chan
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert field in error.details()
     mesh.wait_serving(mesh.gateway_address, "coordinator", via_gateway=True, timeout=10)
+
+
+def _violations(error: grpc.RpcError) -> list[str]:
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, "no rich status details"
+    bad = error_details_pb2.BadRequest()
+    (detail,) = status.details
+    assert detail.Unpack(bad)
+    return [violation.field for violation in bad.field_violations]
+
+
+EMPTY_JOB_FIELDS = ["report.job.provider", "report.job.repository", "report.job.pipeline", "report.job.job",
+                    "report.job.run_id", "report.job.attempt"]
+
+
+def test_heal_failure_refuses_every_missing_field_at_once(operator: MeshClient) -> None:
+    request = coordinator_pb2.HealFailureRequest(report=detector_pb2.FailureReport(exit_code=1))
+    error = _error(lambda: operator.coordinator.HealFailure(request, metadata=operator.metadata, timeout=30))
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert _violations(error) == [*EMPTY_JOB_FIELDS, "log"]
+
+
+def test_report_failure_refuses_every_missing_field_at_once(operator: MeshClient) -> None:
+    request = detector_pb2.ReportFailureRequest(report=detector_pb2.FailureReport(exit_code=1))
+    error = _error(lambda: operator.detector.ReportFailure(request, metadata=operator.metadata, timeout=30))
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert _violations(error) == [*EMPTY_JOB_FIELDS, "log"]
 
 
 def test_an_oversized_log_points_to_stream_heal_failure(operator: MeshClient, mesh: Mesh) -> None:

@@ -22,7 +22,7 @@ HINT = {
     F.COMPILE_ERROR: "The code does not compile: escalate to the commit author; retrying cannot help.",
     F.LINT: "A linter or formatter rejected the change: run it locally (often with --fix) and push.",
     F.DEPENDENCY_FETCH: "A dependency download failed: retry (registry hiccups are transient); if it repeats, clear the dependency cache or check the mirror.",
-    F.NETWORK: "A network call failed (DNS, reset, refused): retry on a fresh runner; if it repeats, check the target service and DNS.",
+    F.NETWORK: "A network call failed (DNS, reset, refused): retry (most are transient); if it repeats, clear the cache that may hold a half-downloaded file, then check the target service and DNS.",
     F.OUT_OF_MEMORY: "The job ran out of memory: raise the runner's memory limit or reduce parallelism / heap size, then retry.",
     F.DISK_FULL: "The runner's disk is full: clear caches and docker images or use a larger disk, then retry on a fresh runner.",
     F.TIMEOUT: "The job hit its time limit: retry once; if it repeats, raise the limit or find the slow step.",

@@ -88,3 +88,36 @@ def test_clipping_keeps_short_messages_and_never_splits_a_character():
     assert clip("tree_size 90 is beyond the log (size 64)") == "tree_size 90 is beyond the log (size 64)"
     clipped = clip("é" * 600)
     assert len(clipped.encode()) <= 512 and clipped.endswith("\u2026") and set(clipped[:-1]) == {"é"}
+
+
+def test_several_refused_fields_are_one_bad_request_with_one_violation_each():
+    error = errors.InvalidArgument.of([("report.job.repository", "must not be empty"),
+                                       ("report.job.run_id", "must not be empty"), ("log", "is empty")])
+    decoded = _details(to_grpc_status(error))
+    assert decoded.code == code_pb2.INVALID_ARGUMENT
+    assert decoded.message == "report.job.repository: must not be empty; report.job.run_id: must not be empty; " \
+                              "log: is empty"
+    bad = error_details_pb2.BadRequest()
+    decoded.details[0].Unpack(bad)
+    assert [(v.field, v.description) for v in bad.field_violations] == error.violations
+
+
+def test_violations_collect_every_refusal_then_raise_once():
+    problems = errors.Violations()
+    assert problems.check(lambda: 3) == 3
+    problems.check(lambda: (_ for _ in ()).throw(errors.InvalidArgument("a", "bad")))
+    problems.add("b", "worse")
+    try:
+        problems.raise_if_any()
+    except errors.InvalidArgument as error:
+        assert error.violations == [("a", "bad"), ("b", "worse")] and error.field == "a"
+    else:
+        raise AssertionError("nothing raised")
+    errors.Violations().raise_if_any()  # nothing found: nothing raised
+
+
+def test_violations_keep_the_first_refusal_of_each_field():
+    problems = errors.Violations()
+    problems.add("report.job.provider", "unknown value 42")
+    problems.check(lambda: (_ for _ in ()).throw(errors.InvalidArgument("report.job.provider", "is required")))
+    assert problems.found == [("report.job.provider", "unknown value 42")]

@@ -310,3 +310,14 @@ def test_the_heal_is_keyed_on_the_failed_job_attempt() -> None:
     assert workflow_id_for(TENANT, first) == workflow_id_for(TENANT, again)
     assert workflow_id_for(TENANT, first) != workflow_id_for(TENANT, retried)
     assert workflow_id_for(TENANT, first) != workflow_id_for("other", first)
+
+
+def test_a_report_without_a_job_is_refused_naming_every_key_field_at_once() -> None:
+    from services.coordinator.workflow import validate_report
+
+    with pytest.raises(InvalidArgument) as raised:
+        validate_report(detector_pb2.FailureReport(exit_code=1))
+    assert [field for field, _ in raised.value.violations] == [
+        "report.job.provider", "report.job.repository", "report.job.pipeline", "report.job.job",
+        "report.job.run_id", "report.job.attempt"]
+    assert "report.job.run_id: must not be empty" in raised.value.message

@@ -91,3 +91,51 @@ def test_print_report_cuts_no_word(capsys: pytest.CaptureFixture[str]) -> None:
     printed = set(" ".join(out.split()).split())
     for word in (DECISIVE + " " + hint + " " + report.actions[0]["detail"]).split():
         assert word in printed, word
+
+
+RATIONALE = "\n".join([
+    'Diagnosed NETWORK (confidence 0.91) from the evidence: "curl: (6) Could not resolve host"',
+    'Failed step: `Run ./fetch.sh` (exit 6); decisive line 12: "curl: (6) Could not resolve host".',
+    "Learned success rates, ranked by expected value (posterior mean, exploration off): RETRY 0.70 (prior); "
+    "CLEAR_CACHE 0.40 (prior).",
+    "Predictor: no risk forecast was available.",
+    "Policy rule applied: default/NETWORK.",
+    "Plan: RETRY, then if that fails CLEAR_CACHE; escalate to a human if the job is still failing.",
+])
+
+
+def test_the_plan_reasoning_is_shown_whole_rates_and_policy_rule_included(capsys: pytest.CaptureFixture[str]) -> None:
+    report = HealReport(file="net.log", expected_class="NETWORK", failure_id="f-2", failure_class="NETWORK",
+                        plan=["RETRY", "CLEAR_CACHE", "ESCALATE"], rationale=RATIONALE)
+    print_report(report)
+    out = capsys.readouterr().out
+    flat = " ".join(out.split())
+    for line in RATIONALE.splitlines()[2:]:
+        assert " ".join(line.split()) in flat, line
+    assert "   because   : Learned success rates" in out
+    assert "Diagnosed NETWORK" not in out  # shown once, as the diagnosis line
+
+
+def test_a_skipped_action_names_no_dispatcher_and_a_replay_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    report = HealReport(file="net.log", expected_class="NETWORK", failure_id="f-2", failure_class="NETWORK",
+                        resumed=True, actions=[
+                            {"kind": "RETRY", "state": "SUCCEEDED", "by": "coordinator-1", "detail": "re-ran"},
+                            {"kind": "CLEAR_CACHE", "state": "SKIPPED", "by": "", "detail": "an earlier action healed"},
+                        ])
+    print_report(report)
+    out = capsys.readouterr().out
+    assert "by -" not in out
+    assert "   action    : CLEAR_CACHE SKIPPED: an earlier action healed" in out
+    assert "RETRY SUCCEEDED by coordinator-1: re-ran" in out
+    assert "   replayed  : this job attempt was healed by an earlier run" in out
+
+
+def test_the_network_hint_agrees_with_the_network_policy() -> None:
+    from services.common.vocabulary import ActionKind, FailureClass
+    from services.detector.knowledge_base.defaults import HINT
+    from services.planner.policy import default_policies
+
+    hint = HINT[FailureClass.NETWORK]
+    allowed = default_policies()[FailureClass.NETWORK].allowed_actions
+    assert "fresh runner" not in hint and ActionKind.RETRY_ON_FRESH_RUNNER not in allowed
+    assert ActionKind.CLEAR_CACHE in allowed and "clear the cache" in hint

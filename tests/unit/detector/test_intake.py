@@ -86,3 +86,13 @@ def test_hostile_or_malformed_junit_is_refused_naming_the_field(junit: bytes) ->
 def test_no_junit_is_fine() -> None:
     validate_junit(b"")
     validate_junit(b'<testsuite><testcase name="t"/></testsuite>')
+
+
+def test_every_missing_field_is_refused_at_once() -> None:
+    empty = dataclasses.replace(GOOD, provider=Provider.PROVIDER_UNSPECIFIED, repository="", pipeline=" ", job="",
+                                run_id="", attempt=0)
+    with pytest.raises(InvalidArgument) as raised:
+        validate_metadata(empty)
+    assert [field for field, _ in raised.value.violations] == [
+        "report.job.provider", "report.job.repository", "report.job.pipeline", "report.job.job",
+        "report.job.run_id", "report.job.attempt"]
