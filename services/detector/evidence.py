@@ -57,7 +57,8 @@ def clip(text: str, limit: int = MAX_LINE_CHARS) -> str:
 class _Candidate:
     match: Match
     step: EvidenceLine | None
-    lines: dict[int, str] = field(default_factory=dict)
+    # Context lines by number: raw bytes until `select` reads them (most candidates never are).
+    lines: dict[int, str | bytes] = field(default_factory=dict)
     wanted_until: int = 0  # last line number of context still to capture
 
 
@@ -77,6 +78,8 @@ class EvidenceCollector:
         Only the lines around new candidates are decoded, and the step a candidate ran in
         is looked up backwards from it, so a block costs little beyond its matches.
         """
+        headers = _StepHeaders(block)
+        steps: dict[int, EvidenceLine] = {}  # by header offset: candidates in one step share it
         for match in self._worth_keeping(matches):
             kept = self._candidates.setdefault(match.pattern.failure_class, [])
             recent = self._recent.get(match.pattern.failure_class)
@@ -87,14 +90,22 @@ class EvidenceCollector:
             if len(kept) >= CANDIDATES_PER_CLASS and recent is None:
                 recent = self._recent[match.pattern.failure_class] = deque(maxlen=RECENT_CANDIDATES_PER_CLASS)
             start = match.start
-            step = self._step_before(block, start, match.line_no)
+            found = headers.last_at(start)
+            if found is None:
+                step = self._last_step
+            else:
+                step = steps.get(found[0])
+                if step is None:
+                    step = steps[found[0]] = EvidenceLine(
+                        match.line_no - block.count(b"\n", found[0], start), _decode_clip(block[found[0] : found[1]])
+                    )
             candidate = _Candidate(match, step, wanted_until=match.line_no + CONTEXT_AFTER)
-            before: list[tuple[int, str]] = []
+            before: list[tuple[int, str | bytes]] = []
             line_start, number = start, match.line_no
             while number > match.line_no - CONTEXT_BEFORE and line_start > 0:
                 previous = block.rfind(b"\n", 0, line_start - 1) + 1
                 number -= 1
-                before.append((number, _decode_clip(block[previous : line_start - 1])))
+                before.append((number, block[previous : line_start - 1]))
                 line_start = previous
             if number > match.line_no - CONTEXT_BEFORE:
                 wanted = range(match.line_no - CONTEXT_BEFORE, number)
@@ -135,16 +146,6 @@ class EvidenceCollector:
         keep.sort(key=lambda m: (m.line_no, m.start))
         return keep
 
-    def _step_before(self, block: bytes, line_start: int, line_no: int) -> EvidenceLine | None:
-        """The step the line at `line_start` (numbered `line_no`) ran in: the last step
-        header at or before it, in this block or an earlier one."""
-        found = _last_step_header(block, line_start)
-        if found is None:
-            return self._last_step
-        return EvidenceLine(
-            line_no - block.count(b"\n", found[0], line_start), _decode_clip(block[found[0] : found[1]])
-        )
-
     def _capture_following(self, first_line_no: int, block: bytes) -> None:
         """Each open candidate's line and the lines after it, up to its context's end."""
         still_open: list[tuple[_Candidate, int]] = []
@@ -154,7 +155,7 @@ class EvidenceCollector:
             while number <= candidate.wanted_until and position < len(block):
                 end = block.find(b"\n", position)
                 end = len(block) if end < 0 else end
-                candidate.lines[number] = _decode_clip(block[position:end])
+                candidate.lines[number] = block[position:end]
                 number, position = number + 1, end + 1
             if number <= candidate.wanted_until:
                 still_open.append((candidate, 0))
@@ -198,7 +199,8 @@ class EvidenceCollector:
             for number, text in sorted(candidate.lines.items()):
                 if len(chosen) >= MAX_EVIDENCE_LINES:
                     break
-                chosen.setdefault(number, text)
+                if number not in chosen:
+                    chosen[number] = text if isinstance(text, str) else _decode_clip(text)
         return bound([EvidenceLine(n, t) for n, t in sorted(chosen.items())])
 
 
@@ -208,6 +210,36 @@ def _line_count(block: bytes) -> int:
 
 def _decode_clip(line: bytes) -> str:
     return clip(line.decode("utf-8", "replace"))
+
+
+class _StepHeaders:
+    """The step headers of one block, read forwards once for lookups at increasing offsets
+    (the candidates of a block come in line order)."""
+
+    def __init__(self, block: bytes) -> None:
+        self._block = block
+        self._position = 0  # where the next header search starts
+        self._last: tuple[int, int] | None = None  # the last header found at or before the last lookup
+        self._next: tuple[int, int] | None = None  # the first header found after it, if searched
+
+    def last_at(self, upto: int) -> tuple[int, int] | None:
+        """Span of the last step header starting at or before offset `upto` (a line start);
+        `upto` must not decrease from one call to the next."""
+        following = self._next
+        if following is not None:
+            if following[0] < 0 or following[0] > upto:
+                return self._last
+            self._last, self._next = following, None
+            self._position = following[1] + 1
+        search, block, size = STEP_HEADER._regexp.Match, self._block, len(self._block)
+        while self._position <= upto:
+            span = search(_UNANCHORED, block, self._position, size)[0]
+            if span[0] < 0 or span[0] > upto:
+                self._next = span
+                break
+            self._last = span
+            self._position = span[1] + 1
+        return self._last
 
 
 def _last_step_header(block: bytes, upto: int) -> tuple[int, int] | None:

@@ -205,13 +205,13 @@ class StepTracker:
         self._last_key: dict[bool, object] = {}  # per list: which step its last entry is
         self._reading: tuple[int, str] = (0, "")  # the line being read, for the failure's own text
         self._framed = False  # some provider's framing was seen
-        # Shell traces: the last of each kind, kept as (line, start, end) in the current
-        # block until something needs its text (traces are frequent, readers rare).
+        # Shell traces: the last of each kind, as of `_plus_from`/`_dollar_from` in the
+        # current block (traces are frequent, readers rare: see `_catch_up_traces`).
         self._plus: _Trace | None = None
         self._dollar: _Trace | None = None
-        self._pending_plus: tuple[int, int, int] | None = None
-        self._pending_dollar: tuple[int, int, int] | None = None
+        self._plus_from = self._dollar_from = 0
         self._block_has_cr = False
+        self._counted = (0, 1)  # (offset, its line number) in the current block
         # GitHub Actions / Azure.
         self._current: _Step | None = None  # the step `##[error]` lines belong to
         self._azure_steps: list[_Step] = []
@@ -245,26 +245,63 @@ class StepTracker:
             end = block.find(b"\n", 0, MAX_SEGMENT_BYTES)
             self._take_script_line(_decode(block[: end if end >= 0 else MAX_SEGMENT_BYTES]))
         size = len(block)
-        self._block_has_cr = b"\r" in block
+        has_cr = self._block_has_cr = b"\r" in block
+        self._counted = (0, first_line_no)
+        self._plus_from = self._dollar_from = 0
+        search, find, startswith = _SEARCH, block.find, block.startswith
         position = 0
-        counted_to, line_no = 0, first_line_no
-        while position < size:
-            found = _SEARCH(_UNANCHORED, block, position, size)[0][0]
-            hit = size if found < 0 else found
-            counted_to, line_no = self._note_traces(block, position, hit, counted_to, line_no)
-            if found < 0:
+        while True:
+            hit = search(_UNANCHORED, block, position, size)[0][0]
+            if hit < 0:
                 break
-            line_no += block.count(b"\n", counted_to, hit)
-            counted_to = hit
-            start, end = self._segment(block, hit)
+            # The piece of the line the marker is in (as `_segment`), inline for the
+            # markers at a piece start: most of them, and most need no more than a look.
+            if block[hit] == 0x0D:
+                start = hit + 1
+            elif hit == 0 or block[hit - 1] == 0x0A:
+                start = hit
+            else:
+                start, end = self._segment(block, hit)
+                position = max(end, hit + 1)
+                self._on_marker(block, hit, start, end, position)
+                continue
+            limit = min(size, start + MAX_SEGMENT_BYTES)
+            end = find(b"\n", start, limit)
+            if end < 0:
+                end = limit
+            if has_cr:
+                carriage = find(b"\r", start, end)
+                if carriage >= 0:
+                    end = carriage
             position = max(end, hit + 1)
-            self._settle_traces(block)
-            text = _decode(block[start:end])
-            stamp = _STAMP.match(text)
-            if stamp:
-                text = text[stamp.end():]
-            self._on_segment(text, line_no, block, end)
-        self._settle_traces(block)
+            lead = block[start]
+            if lead == 0x23:  # "##[...]": GitHub/Azure logging commands read no shell trace
+                line = self._line_at(block, start)
+                text = _decode(block[start:end])
+                self._reading = (line, text)
+                self._on_logging_command(text, line)
+                continue
+            if lead == 0x73 and startswith(b"section_", start):  # GitLab sections read only `$` traces
+                if self._dollar_from < hit:
+                    found = self._last_command(block, self._dollar_from, hit, b"$ ")
+                    if found is not None:
+                        self._dollar = found
+                self._dollar_from = position
+                line = self._line_at(block, start)
+                text = _decode(block[start:end])
+                self._reading = (line, text)
+                self._on_gitlab(text, line)
+                continue
+            if lead == 0x5B:  # "[" : markers that mostly cannot change anything
+                if startswith(b"[command]", start):
+                    step = self._current
+                    if step is None or step.framing != "azure" or step.command:
+                        continue
+                elif startswith(b"[Pipeline] ", start) and not startswith(b"[Pipeline] { (", start):
+                    self._framed = True
+                    continue
+            self._on_marker(block, hit, start, end, position)
+        self._catch_up_traces(block, size)
 
     def finish(self) -> FailedStep | None:
         """The failing step (the first one, when several failed), or None."""
@@ -278,6 +315,27 @@ class StepTracker:
         return tuple(self._failures if self._framed or self._failures else self._shell_failures)
 
     # -- reading one marker ----------------------------------------------------------
+
+    def _on_marker(self, block: bytes, hit: int, start: int, end: int, position: int) -> None:
+        """A marker whose handler may read the shell traces before it: bring them up to
+        date, then read the marker's text."""
+        self._catch_up_traces(block, hit)
+        self._plus_from = self._dollar_from = position
+        line = self._line_at(block, hit)
+        text = _decode(block[start:end])
+        stamp = _STAMP.match(text)
+        if stamp:
+            text = text[stamp.end():]
+        self._on_segment(text, line, block, end)
+
+    def _line_at(self, block: bytes, offset: int) -> int:
+        """1-based number of the line holding block[offset] (counting on from the last answer)."""
+        counted_to, line_no = self._counted
+        if offset >= counted_to:
+            line_no += block.count(b"\n", counted_to, offset)
+            self._counted = (offset, line_no)
+            return line_no
+        return line_no - block.count(b"\n", offset, counted_to)
 
     @staticmethod
     def _segment(block: bytes, hit: int) -> tuple[int, int]:
@@ -296,34 +354,52 @@ class StepTracker:
         carriage = block.find(b"\r", start, end)
         return start, (end if carriage < 0 else carriage)
 
-    def _note_traces(self, block: bytes, low: int, high: int, counted_to: int, line_no: int) -> tuple[int, int]:
-        """Remember the last `+` and `$` traces in block[low:high] by position (decoded only
-        if something reads them); returns the line count advanced to the later one."""
-        has_cr = self._block_has_cr
-        plus, dollar = _last_trace(block, low, high, b"+", has_cr), _last_trace(block, low, high, b"$ ", has_cr)
-        for start in sorted(t for t in (plus, dollar) if t >= 0):
-            line_no += block.count(b"\n", counted_to, start)
-            counted_to = start
-            pending = (line_no, start, self._segment(block, start)[1])
-            if start == plus:
-                self._pending_plus = pending
-            else:
-                self._pending_dollar = pending
-        return counted_to, line_no
+    # -- shell traces, read lazily ---------------------------------------------------
+    #
+    # Shell traces are frequent and read rarely, so they are looked for only when a marker's
+    # handler may read them: `_plus`/`_dollar` then become what they would be had every
+    # stretch of log between two markers been searched for its last trace (a stretch whose
+    # last trace shows no command leaves the one before standing).
 
-    def _settle_traces(self, block: bytes) -> None:
-        if self._pending_plus is not None:
-            line, start, end = self._pending_plus
-            self._pending_plus = None
-            command = _TRACE_PREFIX.sub("", _decode(block[start:end]), count=1)
+    def _catch_up_traces(self, block: bytes, high: int) -> None:
+        """Update `_plus` and `_dollar` with the traces in block[..high) not looked at yet."""
+        if self._plus_from < high:
+            found = self._last_command(block, self._plus_from, high, b"+")
+            if found is not None:
+                self._plus = found
+        if self._dollar_from < high:
+            found = self._last_command(block, self._dollar_from, high, b"$ ")
+            if found is not None:
+                self._dollar = found
+        self._plus_from = self._dollar_from = max(self._plus_from, self._dollar_from, high)
+
+    def _last_command(self, block: bytes, low: int, high: int, lead: bytes) -> _Trace | None:
+        """The last trace in block[low:high] that shows a command, taken stretch by stretch
+        (stretches between markers) from the end: the last trace of the latest stretch whose
+        last trace is not blank. `low` is a stretch start."""
+        while high > low:
+            start = _last_trace(block, low, high, lead, self._block_has_cr)
+            if start < 0:
+                return None
+            end = self._segment(block, start)[1]
+            if lead == b"+":
+                command = _TRACE_PREFIX.sub("", _decode(block[start:end]), count=1)
+            else:
+                command = _decode(block[start + 2 : end]).replace("# collapsed multi-line command", "")
             if command.strip():
-                self._plus = _Trace(line, _clip(command))
-        if self._pending_dollar is not None:
-            line, start, end = self._pending_dollar
-            self._pending_dollar = None
-            command = _decode(block[start + 2 : end]).replace("# collapsed multi-line command", "")
-            if command.strip():
-                self._dollar = _Trace(line, _clip(command))
+                return _Trace(self._line_at(block, start), _clip(command))
+            high = self._stretch_start(block, low, start)  # a blank trace: the stretches before it
+        return None
+
+    def _stretch_start(self, block: bytes, low: int, offset: int) -> int:
+        """Where the stretch between markers holding block[offset] begins (markers found again
+        from `low`, a stretch start, exactly as `observe` finds them)."""
+        position = low
+        while True:
+            hit = _SEARCH(_UNANCHORED, block, position, len(block))[0][0]
+            if hit < 0 or hit > offset:
+                return position
+            position = max(self._segment(block, hit)[1], hit + 1)
 
     def _on_segment(self, text: str, line: int, block: bytes, end: int) -> None:
         self._reading = (line, text)
@@ -360,18 +436,22 @@ class StepTracker:
     def _record(self, step: FailedStep, key: object) -> None:
         """Add a failure; a second report for the same step only fills in a missing exit code."""
         shell = step.framing == "shell"
-        current_line, current_text = self._reading
-        if step.end_line == current_line:
-            step = replace(step, end_text=_clip(current_text.strip()))
         failures = self._shell_failures if shell else self._failures
         if failures and self._last_key.get(shell) == key:
             last = failures[-1]
             if last.exit_code is None and step.exit_code is not None:
-                failures[-1] = replace(last, exit_code=step.exit_code, end_line=step.end_line, end_text=step.end_text)
+                failures[-1] = replace(
+                    last, exit_code=step.exit_code, end_line=step.end_line, end_text=self._end_text(step)
+                )
             return
         if len(failures) < MAX_FAILED_STEPS:
-            failures.append(step)
+            failures.append(replace(step, end_text=self._end_text(step)))
             self._last_key[shell] = key
+
+    def _end_text(self, step: FailedStep) -> str:
+        """The text of the line reporting `step`'s failure when that is the line being read."""
+        current_line, current_text = self._reading
+        return _clip(current_text.strip()) if step.end_line == current_line else step.end_text
 
     def _latest_trace(self) -> _Trace | None:
         traces = [t for t in (self._plus, self._dollar) if t is not None]
