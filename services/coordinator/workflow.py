@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Protocol, TypeAlias, cast
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -41,7 +41,8 @@ from services.common.vocabulary import Provider
 
 log = logging.getLogger(__name__)
 
-Step = coordinator_pb2.HealStep
+# An explicit alias: mypy accepts it as a type even before `make gen` has generated the stubs.
+Step: TypeAlias = coordinator_pb2.HealStep
 QUOTA, DIAGNOSED, FORECAST, PLANNED, QUEUED, DONE = (
     coordinator_pb2.HEAL_STEP_QUOTA,
     coordinator_pb2.HEAL_STEP_DIAGNOSED,
