@@ -56,7 +56,7 @@ real-ci-eval: $(STAMP)
 	$(PY) data/real_ci/materialise_local.py
 	$(PY) -m bench.real_ci_eval
 
-lint: $(STAMP)
+lint: gen   # import-linter reads the generated healing_guard package
 	$(VENV)/bin/ruff check .   # gate: every rule selected in pyproject.toml (E, F, W, I, B, UP)
 	$(VENV)/bin/mypy           # gate: type hints in services/ (settings in pyproject.toml)
 	$(VENV)/bin/lint-imports   # gate: the boundaries ([tool.importlinter] contracts in pyproject.toml)
