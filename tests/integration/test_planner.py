@@ -71,9 +71,13 @@ def diagnosis(
     )
 
 
-def plan(client: MeshClient, diag: common_pb2.Diagnosis) -> common_pb2.HealingPlan:
+def plan(client: MeshClient, diag: common_pb2.Diagnosis,
+         forecast: predictor_pb2.ForecastRiskResponse | None = None) -> common_pb2.HealingPlan:
+    request = planner_pb2.PlanHealingRequest(diagnosis=diag, memory_limit_mb=4096)
+    if forecast is not None:
+        request.forecast.CopyFrom(forecast)  # as the coordinator's workflow passes it
     return client.planner.PlanHealing(
-        planner_pb2.PlanHealingRequest(diagnosis=diag, memory_limit_mb=4096),
+        request,
         metadata=client.metadata,
         timeout=TIMEOUT,
     )
@@ -136,17 +140,30 @@ def test_a_plan_quotes_the_predictors_forecast_when_the_pipeline_has_history(ope
         timeout=TIMEOUT,
     )
     assert forecast.has_history and forecast.summary
-    made = plan(operator, diagnosis(pipeline="nightly"))
+    made = plan(operator, diagnosis(pipeline="nightly"), forecast)
     assert made.risk == pytest.approx(forecast.next_run_failure_probability, abs=1e-9)
     assert made.risk_summary == forecast.summary
     assert f"Predictor: {forecast.summary}" in made.rationale
 
 
 def test_a_plan_says_so_when_the_pipeline_has_no_history(operator: MeshClient) -> None:
-    made = plan(operator, diagnosis(pipeline=f"never-run-{uuid.uuid4().hex[:6]}"))
+    pipeline = f"never-run-{uuid.uuid4().hex[:6]}"
+    forecast = operator.predictor.ForecastRisk(
+        predictor_pb2.ForecastRiskRequest(repository="acme/app", pipeline=pipeline, horizon_runs=10),
+        metadata=operator.metadata,
+        timeout=TIMEOUT,
+    )
+    made = plan(operator, diagnosis(pipeline=pipeline), forecast)
     assert made.risk == -1.0
     assert "no history" in made.risk_summary
     assert f"Predictor: {made.risk_summary}" in made.rationale
+
+
+def test_a_plan_without_a_forecast_says_none_was_available(operator: MeshClient) -> None:
+    # The planner is a leaf: it never calls the predictor itself.
+    made = plan(operator, diagnosis(pipeline="nightly"))
+    assert made.risk == -1.0
+    assert "Predictor: no risk forecast was available." in made.rationale
 
 
 def test_explain_plan_returns_the_stored_reasoning_to_its_tenant_only(
