@@ -17,6 +17,7 @@ import pytest
 
 from healing_guard.tenancy.v1 import tenancy_pb2
 from tests.reliability.harness import Harness
+from tests.reliability.load import ledger_env
 
 FUZZ = int(os.environ.get("FUZZ", "200"))
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
@@ -25,7 +26,9 @@ SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
 @pytest.fixture(scope="session")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     base = tmp_path_factory.mktemp("reliability")
-    started = Harness.start(base, extra_env={"HG_SETTING_LEASE_TTL_SECONDS": "3"})
+    env = {"HG_SETTING_LEASE_TTL_SECONDS": "3", **ledger_env(base / "executed.ledger")}
+    started = Harness.start(base, extra_env=env)
+    started.ledger = base / "executed.ledger"
     try:
         yield started
     finally:

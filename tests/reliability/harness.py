@@ -26,8 +26,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from deploy.client import MAX_MESSAGE, MeshClient, MeshConnection, read_env_file
 from deploy.mesh import SERVICES, Mesh, start_supervisor, stop_supervised
 from deploy.pki.make_pki import PkiPaths
-from healing_guard.audit.v1 import audit_pb2
-from healing_guard.detector.v1 import detector_pb2
+from healing_guard.audit.v1 import audit_pb2, audit_pb2_grpc
+from healing_guard.coordinator.v1 import coordinator_pb2_grpc
+from healing_guard.detector.v1 import detector_pb2, detector_pb2_grpc
+from healing_guard.planner.v1 import planner_pb2_grpc
+from healing_guard.predictor.v1 import predictor_pb2_grpc
+from healing_guard.tenancy.v1 import tenancy_pb2_grpc
 from services.audit.server import PUBLIC_KEYS_FILE
 from services.common.tokens import load_signer
 
@@ -64,6 +68,7 @@ def record_result(section: str, value: Any) -> None:
 class Harness:
     mesh: Mesh
     tokens: dict[str, str] = field(default_factory=dict)
+    ledger: Path = Path("/dev/null")  # where the local executor records each action it carries out
     _channels: dict[tuple[str, str], grpc.Channel] = field(default_factory=dict)
 
     # -- starting and stopping -------------------------------------------------------------
@@ -104,15 +109,24 @@ class Harness:
             pki = self.mesh.pki
             credentials = grpc.ssl_channel_credentials(pki.ca.read_bytes(), pki.key(cert).read_bytes(),
                                                        pki.cert(cert).read_bytes())
+            # Reconnect within a fraction of a second of a process's return (gRPC's default
+            # backoff would add up to seconds to every time measured back to SERVING).
             options: list[tuple[str, Any]] = [("grpc.max_send_message_length", MAX_MESSAGE),
-                                              ("grpc.max_receive_message_length", MAX_MESSAGE)]
+                                              ("grpc.max_receive_message_length", MAX_MESSAGE),
+                                              ("grpc.initial_reconnect_backoff_ms", 100),
+                                              ("grpc.min_reconnect_backoff_ms", 100),
+                                              ("grpc.max_reconnect_backoff_ms", 500)]
             if where == "gateway":
                 address = self.mesh.gateway_address
-            else:
+            else:  # a service ("coordinator" is its first replica) or one replica ("coordinator-2")
                 address = self.mesh.service_address("coordinator-1" if where == "coordinator" else where)
-                options.append(("grpc.ssl_target_name_override", f"{where}.healing-guard.local"))
+                options.append(("grpc.ssl_target_name_override", f"{where.split('-')[0]}.healing-guard.local"))
             self._channels[key] = grpc.secure_channel(address, credentials, options=options)
         return self._channels[key]
+
+    def stubs(self, token: str, where: str = "gateway") -> Stubs:
+        """Every service's stub over one (cached, quickly reconnecting) channel, with this token."""
+        return Stubs(self.channel(where), token)
 
     def client(self, token: str) -> MeshClient:
         connection = MeshConnection(gateway=self.mesh.gateway_address, cacert=self.mesh.pki.ca,
@@ -145,10 +159,9 @@ class Harness:
 
     def health(self, name: str) -> str:
         """A direct health probe of one service replica (SERVING, NOT_SERVING, or why there is none)."""
-        service = name.split("-")[0]
-        channel = self.channel(service if name == service else name) if name in SERVICES else None
-        if channel is None:
+        if name.split("-")[0] not in SERVICES:  # etcd, envoy
             return self.mesh.health(name, timeout=1.0)
+        channel = self.channel(name)
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
         except grpc.RpcError as error:
@@ -200,6 +213,23 @@ class Harness:
             admin.close()
 
 
+class Stubs:
+    """What MeshClient offers (the stubs and `metadata`), over a channel of the harness."""
+
+    def __init__(self, channel: grpc.Channel, token: str) -> None:
+        self.token = token
+        self.detector = detector_pb2_grpc.DetectorStub(channel)
+        self.planner = planner_pb2_grpc.PlannerStub(channel)
+        self.predictor = predictor_pb2_grpc.PredictorStub(channel)
+        self.coordinator = coordinator_pb2_grpc.CoordinatorStub(channel)
+        self.audit = audit_pb2_grpc.AuditStub(channel)
+        self.tenancy = tenancy_pb2_grpc.TenancyStub(channel)
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),)
+
+
 def table_digests(path: Path, exclude: set[str] = DEFENCE_TABLES) -> dict[str, str]:
     """SHA-256 over every row of each table but `exclude`, in key order, read through
     SQLite (so committed rows still in the WAL count, and page layout does not)."""
@@ -240,7 +270,7 @@ def _exists(pid: int) -> bool:
 HEAL_VIA = "detector.ReportFailure"
 
 
-def start_heal(client: MeshClient, report: detector_pb2.FailureReport, log: bytes,
+def start_heal(client: MeshClient | Stubs, report: detector_pb2.FailureReport, log: bytes,
                timeout: float = 30.0) -> detector_pb2.ReportFailureResponse:
     """Start one heal and return what was acknowledged: the diagnosis, the plan, the actions."""
     if HEAL_VIA == "detector.ReportFailure":

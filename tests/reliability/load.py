@@ -1,0 +1,199 @@
+"""Heals as load: worker threads report the sample failures (examples/), each with a run
+id of its own, through `start_heal`, and remember what was acknowledged. A call refused
+as UNAVAILABLE or DEADLINE_EXCEEDED is retried with the same report (the same job
+attempt, so the same failure): a client that retries must not get the work done twice.
+
+`check_complete` then reads every acknowledged heal back: its diagnosis, its plan's
+actions (all present and finished), and the local executor's ledger (each action carried
+out at most once).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from deploy.heal_examples import EXAMPLES, failure_report
+from healing_guard.common.v1 import common_pb2
+from healing_guard.coordinator.v1 import coordinator_pb2
+from healing_guard.detector.v1 import detector_pb2
+from tests.reliability.harness import Harness, start_heal
+
+RETRIED = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+TERMINAL = {common_pb2.ACTION_STATE_SUCCEEDED, common_pb2.ACTION_STATE_FAILED, common_pb2.ACTION_STATE_SKIPPED,
+            common_pb2.ACTION_STATE_CANCELLED}
+# The local executor appends "<action id> <kind>" to the ledger each time it carries out an
+# action (LOCAL_EXECUTOR_COMMAND_<KIND>, a real command run by the coordinator).
+LEDGER_KINDS = ("RETRY", "RETRY_ON_FRESH_RUNNER", "CLEAR_CACHE", "RAISE_RESOURCE_LIMIT", "QUARANTINE_TEST",
+                "ROLLBACK")
+
+
+def ledger_env(ledger: Path) -> dict[str, str]:
+    script = f'printf "%s %s\\n" "$1" "$2" >> {ledger}'
+    return {f"LOCAL_EXECUTOR_COMMAND_{kind}": json.dumps(["/bin/sh", "-c", script, "hg-ledger", "{action_id}",
+                                                          "{kind}"])
+            for kind in LEDGER_KINDS}
+
+
+def ledger_counts(ledger: Path) -> Counter[str]:
+    try:
+        lines = ledger.read_text().splitlines()
+    except OSError:
+        return Counter()
+    return Counter(line.split()[0] for line in lines if line.strip())
+
+
+@dataclass
+class Ack:
+    run_id: str
+    failure_id: str
+    plan_id: str
+    action_ids: list[str]
+    warnings: list[str]
+    tries: int
+
+
+@dataclass
+class HealLoad:
+    harness: Harness
+    tenant: str
+    workers: int = 2
+    interval_s: float = 0.0  # pause between one worker's heals (0: back to back)
+    acknowledged: list[Ack] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    latencies_ms: list[float] = field(default_factory=list)
+    attempts: int = 0
+    gave_up: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.examples = json.loads((EXAMPLES / "manifest.json").read_text())
+        self.logs = {e["file"]: (EXAMPLES / e["file"]).read_bytes() for e in self.examples}
+        self.token = self.harness.mint("reliability-load", self.tenant, ["operator", "viewer"])
+
+    def start(self) -> HealLoad:
+        for number in range(self.workers):
+            thread = threading.Thread(target=self._work, args=(number,), daemon=True, name=f"heal-load-{number}")
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=120)
+
+    def _work(self, number: int) -> None:
+        client = self.harness.stubs(self.token)
+        count = 0
+        while not self._stop.is_set():
+            example = self.examples[(number * 7 + count) % len(self.examples)]
+            count += 1
+            report = failure_report(example)
+            report.tenant_id = self.tenant
+            report.job.run_id = f"rel-{uuid.uuid4().hex[:12]}"
+            self._heal(client, report, self.logs[example["file"]])
+            if self.interval_s:
+                self._stop.wait(self.interval_s)
+
+    def _heal(self, client: Any, report: detector_pb2.FailureReport, log: bytes) -> None:
+        for tries in range(1, 31):
+            started = time.monotonic()
+            with self._lock:
+                self.attempts += 1
+            try:
+                answer = start_heal(client, report, log, timeout=20)
+            except grpc.RpcError as error:
+                with self._lock:
+                    self.errors[error.code().name] += 1
+                if error.code() not in RETRIED:
+                    return
+                time.sleep(0.2)
+                continue
+            with self._lock:
+                self.latencies_ms.append((time.monotonic() - started) * 1000)
+                self.acknowledged.append(Ack(report.job.run_id, answer.diagnosis.failure_id, answer.plan.plan_id,
+                                             list(answer.action_ids), list(answer.warnings), tries))
+            return
+        with self._lock:
+            self.gave_up.append(report.job.run_id)
+
+
+def p99(values: list[float]) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1)
+
+
+def check_complete(harness: Harness, load: HealLoad, ledger: Path, timeout: float = 120.0) -> dict[str, Any]:
+    """Read back every acknowledged heal; what is missing, unfinished or done twice."""
+    client = harness.stubs(load.token)
+    deadline = time.monotonic() + timeout
+    lost: list[str] = []
+    unfinished: dict[str, str] = {}
+    twice: list[str] = []
+    without_plan = 0
+    for ack in load.acknowledged:
+        try:
+            diagnosis = _retrying(lambda a=ack: client.detector.GetDiagnosis(
+                detector_pb2.GetDiagnosisRequest(failure_id=a.failure_id), metadata=client.metadata, timeout=10),
+                deadline)
+            if diagnosis.failure_id != ack.failure_id:
+                lost.append(f"{ack.run_id}: diagnosis {ack.failure_id} reads back as {diagnosis.failure_id}")
+        except grpc.RpcError as error:
+            lost.append(f"{ack.run_id}: diagnosis {ack.failure_id}: {error.code().name} {error.details()}")
+            continue
+        if not ack.plan_id:
+            without_plan += 1
+            continue
+        while True:
+            try:
+                actions = list(_retrying(lambda a=ack: client.coordinator.ListActions(
+                    coordinator_pb2.ListActionsRequest(failure_id=a.failure_id, limit=100),
+                    metadata=client.metadata, timeout=10), deadline).actions)
+            except grpc.RpcError as error:
+                lost.append(f"{ack.run_id}: actions of {ack.failure_id}: {error.code().name} {error.details()}")
+                break
+            ids = {a.action_id for a in actions}
+            missing = [a for a in ack.action_ids if a not in ids]
+            plans = {a.plan_id for a in actions if not a.action_id.startswith("restore")}
+            if missing:
+                lost.append(f"{ack.run_id}: acknowledged actions missing: {missing}")
+                break
+            if len(plans) > 1:
+                twice.append(f"{ack.run_id}: {len(plans)} plans acted on for one failure: {sorted(plans)}")
+            pending = [a for a in actions if a.state not in TERMINAL]
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                unfinished[ack.run_id] = ", ".join(f"{a.action_id} {common_pb2.ActionState.Name(a.state)}"
+                                                   for a in pending)
+                break
+            time.sleep(0.5)
+    counts = ledger_counts(ledger)
+    twice.extend(f"action {action} carried out {n} times" for action, n in counts.items() if n > 1)
+    return {"acknowledged": len(load.acknowledged), "lost": lost, "unfinished": unfinished, "done_twice": twice,
+            "acknowledged_without_plan": without_plan, "actions_carried_out": sum(counts.values()),
+            "retried_acknowledgements": sum(1 for a in load.acknowledged if a.tries > 1),
+            "gave_up": load.gave_up}
+
+
+def _retrying(call: Any, deadline: float) -> Any:
+    while True:
+        try:
+            return call()
+        except grpc.RpcError as error:
+            if error.code() not in RETRIED or time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
