@@ -66,7 +66,7 @@ class HealLoad:
     harness: Harness
     tenant: str
     workers: int = 2
-    interval_s: float = 0.0  # pause between one worker's heals (0: back to back)
+    rate_per_s: float = 0.0  # heals started per second by all workers together (0: back to back)
     acknowledged: list[Ack] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
@@ -82,6 +82,8 @@ class HealLoad:
         self.token = self.harness.mint("reliability-load", self.tenant, ["operator", "viewer"])
 
     def start(self) -> HealLoad:
+        self.started_at = time.monotonic()
+        self._slot = 0
         for number in range(self.workers):
             thread = threading.Thread(target=self._work, args=(number,), daemon=True, name=f"heal-load-{number}")
             thread.start()
@@ -102,9 +104,13 @@ class HealLoad:
             report = failure_report(example)
             report.tenant_id = self.tenant
             report.job.run_id = f"rel-{uuid.uuid4().hex[:12]}"
+            if self.rate_per_s:  # wait for the next slot of the schedule shared by the workers
+                with self._lock:
+                    at = self.started_at + self._slot / self.rate_per_s
+                    self._slot += 1
+                if self._stop.wait(max(0.0, at - time.monotonic())):
+                    return
             self._heal(client, report, self.logs[example["file"]])
-            if self.interval_s:
-                self._stop.wait(self.interval_s)
 
     def _heal(self, client: Any, report: detector_pb2.FailureReport, log: bytes) -> None:
         for tries in range(1, 31):
