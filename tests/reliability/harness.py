@@ -93,7 +93,9 @@ class Harness:
 
     @property
     def signer(self):  # type: ignore[no-untyped-def]
-        return load_signer(self.mesh.pki.signing_key, self.mesh.pki.jwks)
+        if not hasattr(self, "_signer"):
+            self._signer = load_signer(self.mesh.pki.signing_key, self.mesh.pki.jwks)
+        return self._signer
 
     def service_token(self, service: str) -> str:
         return (self.mesh.run_dir / "tokens" / f"{service}.jwt").read_text().strip()

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,54 +144,69 @@ def p99(values: list[float]) -> float:
 
 
 def check_complete(harness: Harness, load: HealLoad, ledger: Path, timeout: float = 120.0) -> dict[str, Any]:
-    """Read back every acknowledged heal; what is missing, unfinished or done twice."""
+    """Read back every acknowledged heal (four at a time); what is missing, unfinished or
+    done twice, and what was acknowledged with a warning instead of a whole heal."""
     client = harness.stubs(load.token)
     deadline = time.monotonic() + timeout
-    lost: list[str] = []
-    unfinished: dict[str, str] = {}
-    twice: list[str] = []
-    without_plan = 0
-    for ack in load.acknowledged:
+    findings: dict[str, Any] = {"lost": [], "unfinished": {}, "twice": [], "without_plan": [], "without_actions": []}
+    lock = threading.Lock()
+
+    def note(kind: str, item: Any, key: str | None = None) -> None:
+        with lock:
+            if key is None:
+                findings[kind].append(item)
+            else:
+                findings[kind][key] = item
+
+    def check(ack: Ack) -> None:
         try:
-            diagnosis = _retrying(lambda a=ack: client.detector.GetDiagnosis(
-                detector_pb2.GetDiagnosisRequest(failure_id=a.failure_id), metadata=client.metadata, timeout=10),
+            diagnosis = _retrying(lambda: client.detector.GetDiagnosis(
+                detector_pb2.GetDiagnosisRequest(failure_id=ack.failure_id), metadata=client.metadata, timeout=10),
                 deadline)
             if diagnosis.failure_id != ack.failure_id:
-                lost.append(f"{ack.run_id}: diagnosis {ack.failure_id} reads back as {diagnosis.failure_id}")
+                note("lost", f"{ack.run_id}: diagnosis {ack.failure_id} reads back as {diagnosis.failure_id}")
         except grpc.RpcError as error:
-            lost.append(f"{ack.run_id}: diagnosis {ack.failure_id}: {error.code().name} {error.details()}")
-            continue
+            note("lost", f"{ack.run_id}: diagnosis {ack.failure_id}: {error.code().name} {error.details()}")
+            return
         if not ack.plan_id:
-            without_plan += 1
-            continue
+            note("without_plan", f"{ack.run_id}: {'; '.join(ack.warnings)[:200]}")
+            return
+        if not ack.action_ids:
+            note("without_actions", f"{ack.run_id}: plan {ack.plan_id}: {'; '.join(ack.warnings)[:200]}")
         while True:
             try:
-                actions = list(_retrying(lambda a=ack: client.coordinator.ListActions(
-                    coordinator_pb2.ListActionsRequest(failure_id=a.failure_id, limit=100),
+                actions = list(_retrying(lambda: client.coordinator.ListActions(
+                    coordinator_pb2.ListActionsRequest(failure_id=ack.failure_id, limit=100),
                     metadata=client.metadata, timeout=10), deadline).actions)
             except grpc.RpcError as error:
-                lost.append(f"{ack.run_id}: actions of {ack.failure_id}: {error.code().name} {error.details()}")
-                break
+                note("lost", f"{ack.run_id}: actions of {ack.failure_id}: {error.code().name} {error.details()}")
+                return
             ids = {a.action_id for a in actions}
             missing = [a for a in ack.action_ids if a not in ids]
-            plans = {a.plan_id for a in actions if not a.action_id.startswith("restore")}
             if missing:
-                lost.append(f"{ack.run_id}: acknowledged actions missing: {missing}")
-                break
+                note("lost", f"{ack.run_id}: acknowledged actions missing: {missing}")
+                return
+            plans = {a.plan_id for a in actions}
             if len(plans) > 1:
-                twice.append(f"{ack.run_id}: {len(plans)} plans acted on for one failure: {sorted(plans)}")
+                note("twice", f"{ack.run_id}: {len(plans)} plans acted on for one failure: {sorted(plans)}")
             pending = [a for a in actions if a.state not in TERMINAL]
             if not pending:
-                break
+                return
             if time.monotonic() > deadline:
-                unfinished[ack.run_id] = ", ".join(f"{a.action_id} {common_pb2.ActionState.Name(a.state)}"
-                                                   for a in pending)
-                break
+                note("unfinished", ", ".join(f"{a.action_id} {common_pb2.ActionState.Name(a.state)}"
+                                             for a in pending), ack.run_id)
+                return
             time.sleep(0.5)
+
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="read-back") as pool:
+        list(pool.map(check, load.acknowledged))
     counts = ledger_counts(ledger)
-    twice.extend(f"action {action} carried out {n} times" for action, n in counts.items() if n > 1)
-    return {"acknowledged": len(load.acknowledged), "lost": lost, "unfinished": unfinished, "done_twice": twice,
-            "acknowledged_without_plan": without_plan, "actions_carried_out": sum(counts.values()),
+    twice = findings["twice"] + [f"action {action} carried out {n} times" for action, n in counts.items() if n > 1]
+    warnings = Counter(w[:100] for ack in load.acknowledged for w in ack.warnings)
+    return {"acknowledged": len(load.acknowledged), "lost": findings["lost"], "unfinished": findings["unfinished"],
+            "done_twice": twice, "warnings": dict(warnings.most_common(10)),
+            "without_plan": findings["without_plan"], "without_actions": findings["without_actions"],
+            "actions_carried_out": sum(counts.values()),
             "retried_acknowledgements": sum(1 for a in load.acknowledged if a.tries > 1),
             "gave_up": load.gave_up}
 

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ MODULES = (tenancy_pb2, audit_pb2, predictor_pb2, planner_pb2, detector_pb2, coo
 CALL_TIMEOUT = 15.0
 STREAM_WAIT_S = 0.15  # a server stream still open after this was accepted; cancel it
 MAX_DETAILS_BYTES = 4096
+IN_FLIGHT = 3  # calls of one RPC's round in flight at once
 FORBIDDEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 
 
@@ -258,9 +260,26 @@ def test_fuzz_rpc(harness: Harness, bystander: Bystander, known: list[str], fuzz
         where = "gateway" if route == "gateway" else service
         cert = caller if identity == "service" and route == "direct" else "operator"
         metadata = (("authorization", f"Bearer {token_for(identity, caller)}"),)
-        record(call(harness.channel(where, cert), path, method, bodies, metadata), route, identity, _clip(bodies))
+        channel = harness.channel(where, cert)
+        in_flight.acquire()  # the next body is drawn while up to IN_FLIGHT calls are answered
 
-    def record(answer: Answer, route: str, identity: str, what: str) -> None:
+        def send() -> None:
+            try:
+                record(call(channel, path, method, bodies, metadata), route, identity, bodies)
+            finally:
+                in_flight.release()
+
+        pending.append(pool.submit(send))
+
+    lock = threading.Lock()
+    in_flight = threading.BoundedSemaphore(IN_FLIGHT)
+    pending: list[Future[None]] = []
+
+    def record(answer: Answer, route: str, identity: str, what: str | list[bytes]) -> None:
+        with lock:
+            _record(answer, route, identity, what)
+
+    def _record(answer: Answer, route: str, identity: str, what: str | list[bytes]) -> None:
         nonlocal accepted
         stats["calls"] += 1
         stats["codes"][answer.code] += 1
@@ -268,7 +287,8 @@ def test_fuzz_rpc(harness: Harness, bystander: Bystander, known: list[str], fuzz
         if answer.code in ("OK", "OPEN"):
             accepted += 1
         if answer.violations and len(problems) < 50:
-            problems.extend(f"{route}/{identity}: {v} <- {what}" for v in answer.violations)
+            shown = what if isinstance(what, str) else _clip([body[:400] for body in what])
+            problems.extend(f"{route}/{identity}: {v} <- {shown}" for v in answer.violations)
 
     huge = oversized(method.input_type).SerializeToString()
     for route in ROUTES:
@@ -277,7 +297,10 @@ def test_fuzz_rpc(harness: Harness, bystander: Bystander, known: list[str], fuzz
             where = "gateway" if route == "gateway" else service
             record(call(harness.channel(where), path, method, [huge], metadata), route, identity,
                    f"every string field 1 MiB, every bytes field 4.5 MiB ({len(huge)} bytes)")
-    one()
+    with ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix="fuzz") as pool:
+        one()
+        for future in pending:
+            future.result()
     alive = harness.alive()
     assert all(alive.values()), f"processes died while fuzzing {name}: {[n for n, up in alive.items() if not up]}"
     assert _restarts(harness) == restarts_before, f"the supervisor restarted a process while fuzzing {name}"
