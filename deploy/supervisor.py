@@ -119,6 +119,8 @@ class Supervisor:
                         watched.failures = 0
                         changed = True
                     continue
+                if status is None:  # it died after _reap() looked: reap it now, for its status
+                    status = _reap_one(watched.pid)
                 watched.last_exit = describe_exit(status) if status is not None else "ended (status unknown)"
                 if now - watched.started_at >= HEALTHY_RESET_S:
                     watched.failures = 0
@@ -188,6 +190,15 @@ def _reap() -> dict[int, int]:
         if pid == 0:
             return ended
         ended[pid] = status
+
+
+def _reap_one(pid: int) -> int | None:
+    """The exit status of this ended child, or None if it is not ours (or already reaped)."""
+    try:
+        reaped, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return status if reaped == pid else None
 
 
 def _exists(pid: int) -> bool:
