@@ -222,12 +222,14 @@ IDENTITIES = ("operator", "admin", "service")
 ROUTES = ("gateway", "direct")
 
 
+@pytest.mark.timeout(max(300, FUZZ // 5))
 @pytest.mark.parametrize(("service", "method"), METHODS, ids=[f"{s}.{m.name}" for s, m in METHODS])
 def test_fuzz_rpc(harness: Harness, bystander: Bystander, known: list[str], fuzz_tenant: str, tmp_path: Path,
                   service: str, method: MethodDescriptor) -> None:
     name = f"{service}.{method.name}"
     path = f"/{method.containing_service.full_name}/{method.name}"
     stats = STATS[name]
+    _keep_active(harness, fuzz_tenant)
     problems: list[str] = []
     accepted = 0
     before = harness.digests()
@@ -318,6 +320,17 @@ def test_the_audit_log_verifies_after_fuzzing(harness: Harness, tmp_path: Path) 
     result = harness.verify_audit(tmp_path)
     record_result("fuzz_audit_verify", result)
     assert result["entries_verified"] == result["tree_size"]
+
+
+def _keep_active(harness: Harness, tenant: str) -> None:
+    """A fuzzed platform admin may well have suspended the fuzz tenant (SuspendTenant
+    accepted): resume it, or every later round would only meet the suspension."""
+    admin = harness.stubs(harness.tokens["admin"])
+    current = admin.tenancy.GetTenant(tenancy_pb2.GetTenantRequest(tenant_id=tenant), metadata=admin.metadata,
+                                      timeout=10)
+    if current.state != tenancy_pb2.TENANT_STATE_ACTIVE:
+        admin.tenancy.UpdateTenant(tenancy_pb2.UpdateTenantRequest(tenant=tenancy_pb2.Tenant(
+            tenant_id=tenant, state=tenancy_pb2.TENANT_STATE_ACTIVE)), metadata=admin.metadata, timeout=10)
 
 
 def _restarts(harness: Harness) -> dict[str, int]:

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.integration
 SOAK_RATE = float(os.environ.get("SOAK_RATE", "4"))
 
 
+@pytest.mark.timeout(SOAK_SECONDS + 300)
 def test_soak(harness: Harness, heal_tenant: str) -> None:
     rss_start = harness.rss_mib()
     load = HealLoad(harness, heal_tenant, workers=3, rate_per_s=SOAK_RATE).start()
