@@ -144,7 +144,7 @@ def p99(values: list[float]) -> float:
 
 
 def check_complete(harness: Harness, load: HealLoad, ledger: Path, timeout: float = 120.0) -> dict[str, Any]:
-    """Read back every acknowledged heal (four at a time); what is missing, unfinished or
+    """Read back every acknowledged heal (three at a time); what is missing, unfinished or
     done twice, and what was acknowledged with a warning instead of a whole heal."""
     client = harness.stubs(load.token)
     deadline = time.monotonic() + timeout
@@ -198,7 +198,7 @@ def check_complete(harness: Harness, load: HealLoad, ledger: Path, timeout: floa
                 return
             time.sleep(0.5)
 
-    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="read-back") as pool:
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="read-back") as pool:
         list(pool.map(check, load.acknowledged))
     counts = ledger_counts(ledger)
     twice = findings["twice"] + [f"action {action} carried out {n} times" for action, n in counts.items() if n > 1]
@@ -212,10 +212,13 @@ def check_complete(harness: Harness, load: HealLoad, ledger: Path, timeout: floa
 
 
 def _retrying(call: Any, deadline: float) -> Any:
+    """UNAVAILABLE and DEADLINE_EXCEEDED retried, and the gateway's rate limit waited out."""
+    pause = 0.3
     while True:
         try:
             return call()
         except grpc.RpcError as error:
-            if error.code() not in RETRIED or time.monotonic() > deadline:
+            if error.code() not in RETRIED | {grpc.StatusCode.RESOURCE_EXHAUSTED} or time.monotonic() > deadline:
                 raise
-            time.sleep(0.3)
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)

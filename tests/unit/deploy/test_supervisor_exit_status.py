@@ -37,3 +37,23 @@ def test_a_child_that_died_after_the_reap_is_reported_killed_by_sigkill(tmp_path
     child.returncode = -9  # reaped by the supervisor, not by Popen
     assert watched.last_exit == "killed by SIGKILL"
     assert watched.state == "restarting"
+
+
+def test_a_zombie_not_yet_reapable_is_looked_at_again_on_the_next_tick(tmp_path: Path, monkeypatch) -> None:
+    """A multi-threaded service shows as a zombie before waitpid can reap it (its other
+    threads are still exiting): the supervisor waits for the status instead of saying
+    "ended (status unknown)"."""
+    child = subprocess.Popen(["sleep", "30"])
+    watched = Watched(name="tenancy", pid=child.pid, started_at=time.monotonic())
+    boss = Supervisor(_Mesh(tmp_path))  # type: ignore[arg-type]
+    boss.watched = {"tenancy": watched}
+    monkeypatch.setattr(supervisor, "_reap", lambda: {})
+    monkeypatch.setattr(supervisor, "_exists", lambda pid: False)
+    monkeypatch.setattr(supervisor, "_reap_one", lambda pid: supervisor.NOT_YET)
+    assert not boss.tick(time.monotonic())
+    assert watched.state == "running" and watched.last_exit is None
+    monkeypatch.setattr(supervisor, "_reap_one", lambda pid: 9)  # now reapable: killed by SIGKILL
+    assert boss.tick(time.monotonic())
+    assert watched.last_exit == "killed by SIGKILL" and watched.state == "restarting"
+    child.kill()
+    child.wait()
