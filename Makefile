@@ -7,7 +7,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all install gen up down status demo test unit integration lint contracts bench clean model real-ci-eval
+.PHONY: all install gen up down status demo test unit integration test-reliability lint contracts bench clean model \
+	real-ci-eval
 
 all: test
 
@@ -46,6 +47,14 @@ unit: gen
 
 integration: gen
 	$(PY) -m pytest -q tests/integration tests/e2e
+
+# Hostile input, killed processes, a full disk and a soak against a supervised mesh
+# (tests/reliability; figures in bench/results/reliability.json). Budgets: FUZZ calls per
+# RPC (200), SOAK_SECONDS (60). The long run: make test-reliability FUZZ=10000 SOAK_SECONDS=600
+FUZZ ?= 200
+SOAK_SECONDS ?= 60
+test-reliability: gen
+	FUZZ=$(FUZZ) SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m pytest -q -s tests/reliability
 
 # The detector's model artefact (services/detector/models/), trained on data/real_ci; committed.
 model: $(STAMP)

@@ -119,6 +119,10 @@ class Supervisor:
                         watched.failures = 0
                         changed = True
                     continue
+                if status is None:  # it died after _reap() looked: reap it now, for its status
+                    status = _reap_one(watched.pid)
+                    if status == NOT_YET:  # a zombie leader whose other threads are still exiting
+                        continue  # reapable, with its status, on a later tick
                 watched.last_exit = describe_exit(status) if status is not None else "ended (status unknown)"
                 if now - watched.started_at >= HEALTHY_RESET_S:
                     watched.failures = 0
@@ -188,6 +192,20 @@ def _reap() -> dict[int, int]:
         if pid == 0:
             return ended
         ended[pid] = status
+
+
+NOT_YET = -1  # _reap_one: our child, ended, but not reapable yet
+
+
+def _reap_one(pid: int) -> int | None:
+    """The exit status of this ended child; NOT_YET while it cannot be reaped yet (a
+    multi-threaded process shows as a zombie before its last thread has exited); None if
+    it is not our child (or was reaped already)."""
+    try:
+        reaped, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return status if reaped == pid else NOT_YET
 
 
 def _exists(pid: int) -> bool:

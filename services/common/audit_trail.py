@@ -52,6 +52,7 @@ import grpc
 
 from healing_guard.audit.v1 import audit_pb2, audit_pb2_grpc
 from healing_guard.common.v1 import common_pb2
+from services.common.errors import StorageFull
 from services.common.sqlite import Database
 
 log = logging.getLogger(__name__)
@@ -318,7 +319,7 @@ class AuditTrail:
             row = await asyncio.to_thread(
                 self.outbox.add, tenant, key, kind, subject, body, sensitive, time.time()
             )
-        except (sqlite3.Error, OSError):
+        except (sqlite3.Error, OSError, StorageFull):
             log.exception(
                 "audit outbox unusable; appending %s for %s directly (lost if that fails)", kind, subject
             )

@@ -125,5 +125,17 @@ class QuotaExceeded(HealingGuardError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class StorageFull(HealingGuardError):
+    """The disk under a store is full: the write was not stored (RESOURCE_EXHAUSTED + ErrorInfo DISK_FULL).
+
+    Raised by `services.common.sqlite.Database`; the service answers NOT_SERVING to health
+    checks until the disk has room again.
+    """
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class Unavailable(HealingGuardError):
     """A dependency is down; the call may succeed if retried (UNAVAILABLE)."""

@@ -30,6 +30,7 @@ from services.common import auth, errors, tracing
 from services.common.config import ServiceConfig, identity_of
 from services.common.contracts import REFLECTED_NAMES, SERVICE_NAMES
 from services.common.identifiers import check_identifier_lengths
+from services.common.sqlite import STORAGE
 from services.common.status import to_grpc_status
 from services.common.tokens import Principal, TokenVerifier
 from services.common.vocabulary import Role
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 # transport accepts a little more so that an oversized log gets a clear
 # INVALID_ARGUMENT pointing to StreamFailure instead of a bare transport error.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+STORAGE_CHECK_S = 0.5  # how often health looks at whether a store found its disk full
 
 _OPEN_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
@@ -298,6 +300,7 @@ class Server:
             raise RuntimeError(f"{self.definition.name} could not bind {address}")
         await self._server.start()
         await self.set_serving(True)
+        self._storage_watch = asyncio.create_task(self._watch_storage())
         log.info("%s serving on %s:%d", self.definition.name, self.config.listen_host, self.port)
         return self.port
 
@@ -306,8 +309,25 @@ class Server:
         await self.health.set("", status)
         await self.health.set(self.definition.full_name, status)
 
+    async def _watch_storage(self) -> None:
+        """NOT_SERVING while a store of this process finds its disk full; SERVING once it has room."""
+        full_before: list[str] = []
+        while True:
+            await asyncio.sleep(STORAGE_CHECK_S)
+            full = await asyncio.to_thread(STORAGE.full)
+            if bool(full) != bool(full_before):
+                if full:
+                    log.error("disk full under %s: answering NOT_SERVING until there is room", ", ".join(full))
+                else:
+                    log.warning("disk has room again: SERVING")
+                await self.set_serving(not full)
+            full_before = full
+
     async def stop(self, grace: float | None = None) -> None:
         """Answer NOT_SERVING first, so the gateway stops routing, then drain in-flight calls."""
+        watch = getattr(self, "_storage_watch", None)
+        if watch is not None:
+            watch.cancel()
         await self.health.enter_graceful_shutdown()
         await self._server.stop(self.config.grace_seconds if grace is None else grace)
 

@@ -4,15 +4,69 @@ Durability first: WAL journal and `synchronous=FULL`, so a committed transaction
 survives a power cut; migrations are numbered and applied once, recorded in
 `PRAGMA user_version`. Nothing happens at import: a `Database` opens its file
 when constructed, which only a service's bootstrap (or a test) does.
+
+A write that finds the disk full rolls back and raises `StorageFull` (the caller gets
+RESOURCE_EXHAUSTED saying so, never INTERNAL), and the store is noted in `STORAGE` as
+full until a later write commits or its file system has room again; the server answers
+health checks with NOT_SERVING meanwhile (`services.common.server`).
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from services.common.errors import StorageFull
+
+# A full store counts as having room again once its file system has this much free.
+ROOM_TO_RECOVER_BYTES = 256 * 1024
+
+
+class StorageState:
+    """Which stores of this process last found their disk full (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._full: set[str] = set()
+
+    def mark_full(self, path: str) -> None:
+        with self._lock:
+            self._full.add(path)
+
+    def mark_ok(self, path: str) -> None:
+        if self._full:  # the common case, a commit with nothing full, takes no lock
+            with self._lock:
+                self._full.discard(path)
+
+    def full(self) -> list[str]:
+        """The stores still full: each one whose file system has room again is cleared first."""
+        with self._lock:
+            for path in list(self._full):
+                if free_bytes(path) >= ROOM_TO_RECOVER_BYTES:
+                    self._full.discard(path)
+            return sorted(self._full)
+
+
+STORAGE = StorageState()
+
+
+def free_bytes(path: str) -> int:
+    try:
+        stats = os.statvfs(Path(path).parent)
+    except OSError:
+        return 0
+    return stats.f_bavail * stats.f_frsize
+
+
+def is_disk_full(error: BaseException) -> bool:
+    if isinstance(error, sqlite3.Error):
+        return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(error)
+    return isinstance(error, OSError) and error.errno == errno.ENOSPC
 
 
 class Database:
@@ -54,16 +108,35 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction: all of it commits, or none of it does."""
+        """A write transaction: all of it commits, or none of it does (StorageFull when the disk is full)."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            else:
-                self._conn.execute("COMMIT")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._rollback()
+                    raise
+                try:
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+            except (sqlite3.Error, OSError) as error:
+                if not is_disk_full(error):
+                    raise
+                STORAGE.mark_full(self.path)
+                raise StorageFull(
+                    self.path,
+                    f"the disk is full: {Path(self.path).name} has no room for this write "
+                    f"({free_bytes(self.path)} bytes free); nothing of it was stored, retry once space is freed",
+                ) from error
+            STORAGE.mark_ok(self.path)
+
+    def _rollback(self) -> None:
+        """Roll back what is open (SQLite may have rolled back already, on a full disk)."""
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

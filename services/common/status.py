@@ -82,6 +82,9 @@ def _code_and_details(error: errors.HealingGuardError) -> tuple[int, list]:
                                                                      description=clip(error.message))]
             )
             return code_pb2.RESOURCE_EXHAUSTED, [retry, failure]
+        case errors.StorageFull():
+            info = error_details_pb2.ErrorInfo(reason="DISK_FULL", domain=DOMAIN, metadata={"path": clip(error.path)})
+            return code_pb2.RESOURCE_EXHAUSTED, [info]
         case errors.Unavailable():
             return code_pb2.UNAVAILABLE, []
     return code_pb2.INTERNAL, []
