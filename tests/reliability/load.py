@@ -200,7 +200,9 @@ def check_complete(harness: Harness, load: HealLoad, ledger: Path, timeout: floa
 
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix="read-back") as pool:
         list(pool.map(check, load.acknowledged))
-    counts = ledger_counts(ledger)
+    # Only this load's actions: the ledger is shared by every case that ran before it.
+    own = {action for ack in load.acknowledged for action in ack.action_ids}
+    counts = {action: n for action, n in ledger_counts(ledger).items() if action in own}
     twice = findings["twice"] + [f"action {action} carried out {n} times" for action, n in counts.items() if n > 1]
     warnings = Counter(w[:100] for ack in load.acknowledged for w in ack.warnings)
     return {"acknowledged": len(load.acknowledged), "lost": findings["lost"], "unfinished": findings["unfinished"],
